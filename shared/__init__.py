@@ -1,0 +1,1 @@
+"""Code shared by the gateway and the pipeline: settings, logging, events, bus, chain, DB."""

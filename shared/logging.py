@@ -1,0 +1,101 @@
+"""Loguru set-up shared by every process: text or JSON lines, secrets masked.
+
+Every record passes through a patcher that masks configured secrets and anything
+shaped like a bearer credential, so a secret cannot leak even through an
+exception message from a third-party library.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from loguru import logger
+
+if TYPE_CHECKING:
+    from loguru import Record
+
+    from shared.settings import Settings
+
+_MASK = "***"
+_BEARER = re.compile(r"(?i)(bearer\s+)[^\s\"',;]+")
+_secrets: list[str] = []
+
+
+def mask(text: str) -> str:
+    """Mask every known secret and bearer credential in `text`."""
+    for secret in _secrets:
+        if secret in text:
+            text = text.replace(secret, _MASK)
+    return _BEARER.sub(r"\1" + _MASK, text)
+
+
+def register_secrets(values: Iterable[str]) -> None:
+    """Add values (e.g. a token just created) that must never appear in a log line."""
+    for value in values:
+        if len(value) >= 6 and value not in _secrets:
+            _secrets.append(value)
+    _secrets.sort(key=len, reverse=True)
+
+
+def _patch(record: Record) -> None:
+    record["message"] = mask(record["message"])
+    for key, value in list(record["extra"].items()):
+        if isinstance(value, str):
+            record["extra"][key] = mask(value)
+
+
+def _json_format(record: Record) -> str:
+    payload: dict[str, Any] = {
+        "ts": record["time"].isoformat(),
+        "level": record["level"].name,
+        "msg": record["message"],
+        "logger": record["name"],
+    }
+    payload.update({k: v for k, v in record["extra"].items() if not k.startswith("_")})
+    if record["exception"] is not None:
+        exc = record["exception"]
+        payload["exception"] = mask(f"{exc.type.__name__ if exc.type else ''}: {exc.value}")
+    record["extra"]["_json"] = orjson.dumps(payload, default=str).decode()
+    return "{extra[_json]}\n"
+
+
+_TEXT_FORMAT = (
+    "<green>{time:YYYY-MM-DDTHH:mm:ss.SSSZ}</green> <level>{level: <7}</level> "
+    "<cyan>{name}</cyan> {message} <dim>{extra}</dim>\n{exception}"
+)
+
+
+class _InterceptHandler(logging.Handler):
+    """Route stdlib logging (uvicorn, tortoise, celery) through loguru and its masking."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            level: str | int = logger.level(record.levelname).name
+        except ValueError:
+            level = record.levelno
+        logger.opt(depth=6, exception=record.exc_info).log(level, record.getMessage())
+
+
+def configure_logging(settings: Settings, *, sink: Any = None) -> None:
+    register_secrets(settings.secret_values())
+    logger.remove()
+    logger.configure(patcher=_patch, extra={})
+    fmt: Any = _json_format if settings.log_format == "json" else _TEXT_FORMAT
+    logger.add(
+        sink if sink is not None else sys.stderr,
+        level=settings.log_level,
+        format=fmt,
+        backtrace=False,
+        diagnose=False,
+        colorize=False if sink is not None else None,
+    )
+    logging.basicConfig(handlers=[_InterceptHandler()], level=logging.WARNING, force=True)
+    for name in ("uvicorn", "uvicorn.error"):
+        logging.getLogger(name).handlers = [_InterceptHandler()]
+        logging.getLogger(name).propagate = False
+    logging.getLogger("uvicorn.access").disabled = True

@@ -1,0 +1,124 @@
+"""One settings class for every process, read from the environment (and `.env`).
+
+Names follow ../shared/design.md; `.env.example` lists every one of them.
+Secrets are `SecretStr` so that a repr, a log line or a traceback never shows them.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_SQLITE_URL = "sqlite://data/taostake.sqlite3"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+
+    # --- HTTP gateway ---------------------------------------------------------------------
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_tokens: SecretStr = SecretStr("")
+    auth_cache_ttl_s: float = Field(10.0, ge=0)
+    rate_limit_per_min: int = Field(1200, ge=1)
+    trade_rate_limit_per_min: int = Field(30, ge=1)
+    rate_limit_sync_s: float = Field(0.5, gt=0)
+
+    # --- Redis, database ------------------------------------------------------------------
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_pool_size: int = Field(256, ge=8)
+    redis_pool_timeout_s: float = Field(5.0, gt=0)
+    redis_socket_timeout_s: float = Field(10.0, gt=0)
+    database_url: str = ""
+    db_pool_size: int = Field(20, ge=1)
+
+    # --- chain -----------------------------------------------------------------------------
+    bittensor_network: str = "test"
+    chain_timeout_s: float = Field(10.0, gt=0)
+    chain_connect_timeout_s: float = Field(15.0, gt=0)
+    chain_retry_max_s: float = Field(30.0, gt=0)
+    chain_read_concurrency: int = Field(8, ge=1)
+    dividends_storage: Literal["auto", "TaoDividendsPerSubnet", "RootAlphaDividendsPerSubnet"] = (
+        "auto"
+    )
+
+    # --- wallet ----------------------------------------------------------------------------
+    wallet_name: str = "default"
+    wallet_hotkey: str = "default"
+    wallet_path: str = "~/.bittensor/wallets"
+    wallet_mnemonic: SecretStr | None = None
+    wallet_password: SecretStr | None = None
+
+    # --- tweets and sentiment --------------------------------------------------------------
+    datura_api_key: SecretStr | None = None
+    datura_base_url: str = "https://apis.datura.ai"
+    datura_timeout_s: float = Field(20.0, gt=0)
+    tweet_query_template: str = "Netuid {netuid}"
+    tweet_count: int = Field(20, ge=1, le=30)
+    tweet_cache_ttl_s: float = Field(60.0, ge=0)
+    chutes_api_key: SecretStr | None = None
+    chutes_base_url: str = "https://llm.chutes.ai"
+    chutes_model: str = "unsloth/Llama-3.2-3B-Instruct"
+    chutes_timeout_s: float = Field(30.0, gt=0)
+    sentiment_fallback: Literal["vader", "none"] = "vader"
+    http_max_retries: int = Field(3, ge=0)
+
+    # --- trading ---------------------------------------------------------------------------
+    stake_amount_tao: float = Field(1.0, gt=0)
+    stake_sizing: Literal["fixed", "proportional"] = "fixed"
+    stake_max_tao: float = Field(1.0, gt=0)
+    staking_enabled: bool = True
+    stake_dry_run: bool = False
+    trade_by_default: bool = True
+    trade_cooldown_s: int = Field(300, ge=1)
+    cache_ttl_s: int = Field(120, ge=1)
+    cache_l1_max_entries: int = Field(10_000, ge=1)
+    default_netuid: int = Field(18, ge=0, le=65535)
+    default_hotkey: str = "5FFApaS75bv5pJHfAp2FVLBj9ZaXuFDjEypsaBNc1wCfe52v"
+
+    # --- pipeline and schedule -------------------------------------------------------------
+    rescore_interval_s: int = Field(900, ge=1)
+    rescore_window_s: int = Field(86_400, ge=1)
+    watchlist: str = ""
+    max_deliveries: int = Field(5, ge=1)
+    stream_maxlen: int = Field(100_000, ge=100)
+
+    # --- logging ---------------------------------------------------------------------------
+    log_format: Literal["text", "json"] = "text"
+    log_level: str = "INFO"
+
+    @field_validator("log_level")
+    @classmethod
+    def _upper_level(cls, value: str) -> str:
+        return value.upper()
+
+    @property
+    def resolved_database_url(self) -> str:
+        """SQLite in ./data when DATABASE_URL is unset, so `make run` needs no database server."""
+        return self.database_url or DEFAULT_SQLITE_URL
+
+    def static_tokens(self) -> list[str]:
+        """Tokens from API_TOKENS (comma separated); empty entries ignored."""
+        raw = self.api_tokens.get_secret_value()
+        return [token.strip() for token in raw.split(",") if token.strip()]
+
+    def secret_values(self) -> list[str]:
+        """Every configured secret, so the log filter can mask them wherever they appear."""
+        values = self.static_tokens()
+        for secret in (
+            self.wallet_mnemonic,
+            self.wallet_password,
+            self.datura_api_key,
+            self.chutes_api_key,
+        ):
+            if secret is not None and secret.get_secret_value():
+                values.append(secret.get_secret_value())
+        return values
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
