@@ -1,0 +1,45 @@
+# `make run` and `make test` work on a bare machine with Python 3.11+:
+# they create .venv, install the pinned requirements and start what they need.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+PORT   ?= 8000
+
+.PHONY: install run test lint typecheck pytest migrate bench clean
+
+$(STAMP): requirements.txt requirements-dev.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements-dev.txt
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+migrate: install
+	$(BIN)/python -m shared.db.migrate
+
+run: install
+	$(BIN)/python scripts/services.py redis
+	$(BIN)/python -m shared.db.migrate
+	$(BIN)/python scripts/welcome.py
+	PATH="$(CURDIR)/$(BIN):$$PATH" PYTHONPATH="$(CURDIR)" $(BIN)/honcho start -f Procfile -p $(PORT)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install
+	$(BIN)/mypy gateway pipeline shared
+
+pytest: install
+	$(BIN)/python scripts/services.py redis postgres --test
+	PYTHONPATH="$(CURDIR)" $(BIN)/pytest
+
+test: lint typecheck pytest
+
+bench: install
+	PYTHONPATH="$(CURDIR)" $(BIN)/python bench/gateway.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,79 @@
+"""`python -m gateway [serve] | tokens create NAME | tokens list | tokens revoke NAME`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+
+from tortoise import Tortoise
+
+from gateway.tokens import TokenError, create_token, list_tokens, revoke_token
+from shared.db.config import tortoise_config
+from shared.db.migrate import ensure_sqlite_dir
+from shared.settings import get_settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m gateway")
+    sub = parser.add_subparsers(dest="command")
+    sub.add_parser("serve", help="run the HTTP gateway (uvicorn on HOST:PORT)")
+    tokens = sub.add_parser("tokens", help="manage stored API tokens")
+    tsub = tokens.add_subparsers(dest="action", required=True)
+    tsub.add_parser("create", help="create a token (printed once)").add_argument("name")
+    tsub.add_parser("list", help="list tokens (names and prefixes only)")
+    tsub.add_parser("revoke", help="revoke a token").add_argument("name")
+    return parser
+
+
+async def _with_db(fn: Callable[[], Awaitable[int]]) -> int:
+    config = tortoise_config(get_settings())
+    ensure_sqlite_dir(config["connections"]["default"])
+    await Tortoise.init(config=config)
+    try:
+        return await fn()
+    finally:
+        await Tortoise.close_connections()
+
+
+async def _tokens(action: str, name: str | None) -> int:
+    try:
+        if action == "create":
+            assert name is not None
+            token = await create_token(name)
+            print(f"created token {name!r}. It is shown only this once:\n{token}")
+        elif action == "list":
+            for info in await list_tokens():
+                state = f"revoked {info.revoked_at:%Y-%m-%d %H:%M}" if info.revoked_at else "active"
+                print(f"{info.name}\t{info.prefix}…\t{info.created_at:%Y-%m-%d %H:%M}\t{state}")
+        else:
+            assert name is not None
+            await revoke_token(name)
+            print(f"revoked token {name!r} (stops working within AUTH_CACHE_TTL_S everywhere)")
+    except TokenError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command in (None, "serve"):
+        import uvicorn
+
+        settings = get_settings()
+        uvicorn.run(
+            "gateway.app:create_app",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            log_config=None,
+            access_log=False,
+        )
+        return 0
+    return asyncio.run(_with_db(lambda: _tokens(args.action, getattr(args, "name", None))))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Database models, configuration and migrations (Tortoise ORM)."""

@@ -1,0 +1,109 @@
+"""Tortoise models: API tokens, trades and every stage's record of a trade."""
+
+from __future__ import annotations
+
+from tortoise import fields
+from tortoise.indexes import Index
+from tortoise.models import Model
+
+
+class ApiToken(Model):
+    """A bearer token created with `python -m gateway tokens create`. Only its hash is kept."""
+
+    id = fields.IntField(primary_key=True)
+    name = fields.CharField(max_length=64, unique=True)
+    token_hash = fields.CharField(max_length=64, unique=True)
+    prefix = fields.CharField(max_length=12)
+    created_at = fields.DatetimeField(auto_now_add=True)
+    revoked_at = fields.DatetimeField(null=True)
+    last_used_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "api_tokens"
+
+
+class Trade(Model):
+    """One trade's journey. `trade_id` is the same in every event and record."""
+
+    trade_id = fields.CharField(max_length=32, primary_key=True)
+    netuid = fields.IntField()
+    hotkey = fields.CharField(max_length=64)
+    source = fields.CharField(max_length=16)
+    status = fields.CharField(max_length=24, default="requested")
+    reason = fields.TextField(null=True)
+    request_id = fields.CharField(max_length=64, null=True)
+    requested_by = fields.CharField(max_length=64, null=True)
+    replay_of = fields.CharField(max_length=32, null=True)
+    created_at = fields.DatetimeField(auto_now_add=True)
+    updated_at = fields.DatetimeField(auto_now=True)
+
+    class Meta:
+        table = "trades"
+        indexes = (Index(fields=("netuid", "hotkey", "created_at")),)
+
+
+class TweetBatch(Model):
+    id = fields.IntField(primary_key=True)
+    trade: fields.OneToOneRelation[Trade] = fields.OneToOneField(
+        "models.Trade", related_name="tweets", on_delete=fields.CASCADE
+    )
+    source = fields.CharField(max_length=16)
+    query = fields.CharField(max_length=256)
+    count = fields.IntField(default=0)
+    tweets: fields.Field[list[dict[str, str]]] = fields.JSONField(default=list)
+    error = fields.TextField(null=True)
+    fetched_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "tweet_batches"
+
+
+class SentimentScore(Model):
+    id = fields.IntField(primary_key=True)
+    trade: fields.OneToOneRelation[Trade] = fields.OneToOneField(
+        "models.Trade", related_name="sentiment", on_delete=fields.CASCADE
+    )
+    netuid = fields.IntField()
+    score = fields.IntField(null=True)
+    backend = fields.CharField(max_length=16)
+    model = fields.CharField(max_length=128, null=True)
+    reason = fields.TextField(null=True)
+    fallback_reason = fields.TextField(null=True)
+    scored_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "sentiment_scores"
+
+
+class StakeAction(Model):
+    """The stake stage's decision and its chain result, unique per trade (idempotency)."""
+
+    id = fields.IntField(primary_key=True)
+    trade: fields.OneToOneRelation[Trade] = fields.OneToOneField(
+        "models.Trade", related_name="stake_action", on_delete=fields.CASCADE
+    )
+    netuid = fields.IntField()
+    hotkey = fields.CharField(max_length=64)
+    coldkey = fields.CharField(max_length=64, null=True)
+    direction = fields.CharField(max_length=8)
+    status = fields.CharField(max_length=16)
+    reason = fields.TextField(null=True)
+    score = fields.IntField(null=True)
+    amount_tao = fields.DecimalField(max_digits=20, decimal_places=9, null=True)
+    amount_alpha = fields.DecimalField(max_digits=20, decimal_places=9, null=True)
+    success = fields.BooleanField(null=True)
+    message = fields.TextField(null=True)
+    error_name = fields.CharField(max_length=64, null=True)
+    extrinsic_hash = fields.CharField(max_length=80, null=True)
+    block_hash = fields.CharField(max_length=80, null=True)
+    block = fields.IntField(null=True)
+    fee_rao = fields.BigIntField(null=True)
+    created_at = fields.DatetimeField(auto_now_add=True)
+    updated_at = fields.DatetimeField(auto_now=True)
+
+    class Meta:
+        table = "stake_actions"
+        indexes = (
+            Index(fields=("netuid", "hotkey")),
+            Index(fields=("status", "direction")),
+        )

@@ -1,0 +1,85 @@
+"""Event schemas for the Redis streams.
+
+Entries are flat and human-readable so `redis-cli XRANGE` shows them as they
+are: scalars as strings, nested data as one JSON field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, ClassVar, Literal, Self
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.constants import EVENT_STREAMS, EVENT_VERSION
+from shared.ids import iso, new_id, utcnow
+
+Source = Literal["api", "schedule", "manual", "replay"]
+
+
+class Event(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    TYPE: ClassVar[str] = ""
+
+    event_id: str = Field(default_factory=new_id)
+    version: int = EVENT_VERSION
+    trade_id: str
+    occurred_at: datetime = Field(default_factory=utcnow)
+    netuid: int = Field(ge=0, le=65535)
+    hotkey: str
+    source: Source
+
+    @property
+    def stream(self) -> str:
+        return EVENT_STREAMS[self.TYPE]
+
+    def to_fields(self) -> dict[str, str]:
+        fields: dict[str, str] = {"type": self.TYPE}
+        for name, value in self.model_dump(mode="python").items():
+            if value is None:
+                continue
+            fields[name] = _encode(value)
+        return fields
+
+    @classmethod
+    def from_fields(cls, raw: Mapping[Any, Any]) -> Self:
+        fields = {_text(k): _text(v) for k, v in raw.items()}
+        fields.pop("type", None)
+        data: dict[str, Any] = {}
+        for name, info in cls.model_fields.items():
+            if name not in fields:
+                continue
+            value = fields[name]
+            annotation = str(info.annotation)
+            if value[:1] in "[{" and ("list" in annotation or "dict" in annotation):
+                data[name] = orjson.loads(value)
+            else:
+                data[name] = value
+        return cls.model_validate(data)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _encode(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, datetime):
+        return iso(value)
+    if isinstance(value, dict | list | tuple):
+        return orjson.dumps(value).decode()
+    return str(value)
+
+
+class DividendRequested(Event):
+    TYPE: ClassVar[str] = "dividend_requested"
+
+    request_id: str | None = None
+    requested_by: str | None = None
+    dividend: int | None = None
+    unit: str | None = None
+    block: int | None = None
