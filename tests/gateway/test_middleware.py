@@ -1,0 +1,59 @@
+"""Request ids, access logs and the secrecy of credentials in logs."""
+
+from __future__ import annotations
+
+import httpx
+from loguru import logger
+from redis.asyncio import Redis
+
+from gateway.app import create_app
+from shared.settings import Settings
+from tests.conftest import AUTH, TOKENS, make_settings, running_app
+from tests.fakes.chain import ALICE, FakeChain
+
+
+async def test_request_id_is_echoed_or_generated(client: httpx.AsyncClient) -> None:
+    given = await client.get("/healthz", headers={"X-Request-ID": "abc-123"})
+    assert given.headers["x-request-id"] == "abc-123"
+    generated = await client.get("/healthz")
+    assert len(generated.headers["x-request-id"]) == 32
+    hostile = await client.get("/healthz", headers={"X-Request-ID": "x" * 65})
+    assert hostile.headers["x-request-id"] != "x" * 65
+
+
+async def test_no_token_or_key_appears_in_logs(
+    redis_url: str, clean_db: str, redis: Redis
+) -> None:
+    settings = make_settings(
+        redis_url, clean_db, log_level="DEBUG", log_format="json",
+        datura_api_key="dt_secret_key_value_123", chutes_api_key="cpk_secret_value_456",
+    )
+    app = create_app(settings, chain=FakeChain())
+    lines: list[str] = []
+    logger.add(lines.append, level="DEBUG", format="{message} {extra}")
+    async with running_app(app) as client:
+        await client.get("/api/v1/tao_dividends", params={"netuid": 3, "hotkey": ALICE},
+                         headers=AUTH)
+        await client.get("/api/v1/tao_dividends", headers={"Authorization": "Bearer guess-me-1"})
+        logger.warning("outgoing call failed: Authorization: Bearer {}", TOKENS[1])
+        logger.info("config {}", settings.datura_api_key.get_secret_value()  # type: ignore[union-attr]
+                    )
+    text = "\n".join(lines)
+    assert "/api/v1/tao_dividends" in text  # the access log was captured
+    for secret in [*TOKENS, "guess-me-1", "dt_secret_key_value_123", "cpk_secret_value_456"]:
+        assert secret not in text
+    assert "***" in text
+
+
+async def test_json_log_lines_are_json(settings: Settings) -> None:
+    import orjson
+
+    from shared.logging import configure_logging
+
+    json_settings = settings.model_copy(update={"log_format": "json", "log_level": "INFO"})
+    lines: list[str] = []
+    configure_logging(json_settings, sink=lines.append)
+    logger.bind(request_id="r1").info("hello {}", "world")
+    record = orjson.loads(str(lines[-1]))
+    assert record["msg"] == "hello world" and record["request_id"] == "r1"
+    assert record["level"] == "INFO"
