@@ -33,8 +33,10 @@ async def test_metrics_count_requests_cache_and_chain_reads(client: httpx.AsyncC
     await client.get("/api/v1/tao_dividends", params=params, headers=AUTH)
     await client.get("/api/v1/tao_dividends", params=params, headers=AUTH)
     text = (await client.get("/metrics")).text
-    assert 'taostake_http_requests_total{method="GET",route="/api/v1/tao_dividends",status="200"}' \
+    assert (
+        'taostake_http_requests_total{method="GET",route="/api/v1/tao_dividends",status="200"}'
         in text
+    )
     assert 'taostake_cache_lookups_total{result="memory"}' in text
     assert 'taostake_chain_reads_total{kind="subnet",outcome="ok"}' in text
     assert "taostake_http_request_duration_seconds_bucket" in text

@@ -21,23 +21,28 @@ async def test_request_id_is_echoed_or_generated(client: httpx.AsyncClient) -> N
     assert hostile.headers["x-request-id"] != "x" * 65
 
 
-async def test_no_token_or_key_appears_in_logs(
-    redis_url: str, clean_db: str, redis: Redis
-) -> None:
+async def test_no_token_or_key_appears_in_logs(redis_url: str, clean_db: str, redis: Redis) -> None:
     settings = make_settings(
-        redis_url, clean_db, log_level="DEBUG", log_format="json",
-        datura_api_key="dt_secret_key_value_123", chutes_api_key="cpk_secret_value_456",
+        redis_url,
+        clean_db,
+        log_level="DEBUG",
+        log_format="json",
+        datura_api_key="dt_secret_key_value_123",
+        chutes_api_key="cpk_secret_value_456",
     )
     app = create_app(settings, chain=FakeChain())
     lines: list[str] = []
     logger.add(lines.append, level="DEBUG", format="{message} {extra}")
     async with running_app(app) as client:
-        await client.get("/api/v1/tao_dividends", params={"netuid": 3, "hotkey": ALICE},
-                         headers=AUTH)
+        await client.get(
+            "/api/v1/tao_dividends", params={"netuid": 3, "hotkey": ALICE}, headers=AUTH
+        )
         await client.get("/api/v1/tao_dividends", headers={"Authorization": "Bearer guess-me-1"})
         logger.warning("outgoing call failed: Authorization: Bearer {}", TOKENS[1])
-        logger.info("config {}", settings.datura_api_key.get_secret_value()  # type: ignore[union-attr]
-                    )
+        logger.info(
+            "config {}",
+            settings.datura_api_key.get_secret_value(),  # type: ignore[union-attr]
+        )
     text = "\n".join(lines)
     assert "/api/v1/tao_dividends" in text  # the access log was captured
     for secret in [*TOKENS, "guess-me-1", "dt_secret_key_value_123", "cpk_secret_value_456"]:

@@ -15,7 +15,11 @@ def _run(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "DATABASE_URL": database_url, "API_TOKENS": ""}
     return subprocess.run(
         [sys.executable, "-m", "gateway", "tokens", *args],
-        capture_output=True, text=True, env=env, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
     )
 
 
@@ -26,8 +30,9 @@ async def test_create_list_revoke(clean_db: str) -> None:
     assert token.startswith("tsk_") and len(token) > 40
     conn = await asyncpg.connect(clean_db)
     try:
-        row = await conn.fetchrow("SELECT token_hash, prefix FROM api_tokens WHERE name=$1",
-                                  "dashboard")
+        row = await conn.fetchrow(
+            "SELECT token_hash, prefix FROM api_tokens WHERE name=$1", "dashboard"
+        )
     finally:
         await conn.close()
     assert row["token_hash"] == hash_token(token) and token not in row.values()

@@ -7,8 +7,9 @@ from shared.events import DividendRequested
 
 
 async def test_round_trip_through_a_stream(redis: Redis) -> None:
-    event = DividendRequested(trade_id="t1", netuid=0, hotkey="5abc", source="schedule",
-                              dividend=42)
+    event = DividendRequested(
+        trade_id="t1", netuid=0, hotkey="5abc", source="schedule", dividend=42
+    )
     entry_id = await publish(redis, event, maxlen=1000)
     [(got_id, fields)] = await redis.xrange("stream:dividend_requested")
     assert got_id.decode() == entry_id
