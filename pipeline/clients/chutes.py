@@ -1,0 +1,182 @@
+"""Chutes LLM chat completions (OpenAI-compatible): `POST {CHUTES_BASE_URL}/v1/chat/completions`.
+
+Non-streaming on purpose: the score is one short JSON object, so streaming
+would only add SSE parsing and a longer-held connection for no latency win.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Final, Literal, TypedDict
+
+import aiohttp
+from loguru import logger
+from pydantic import SecretStr
+
+from pipeline.clients.http import (
+    InvalidResponseError,
+    NotConfiguredError,
+    RetryPolicy,
+    make_session,
+    request_json,
+)
+from shared.settings import Settings
+
+SERVICE: Final = "chutes"
+DEFAULT_MAX_TOKENS: Final = 256
+
+
+class ChatMessage(TypedDict):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChatCompletion:
+    """The assistant's reply text and what it cost; `content` is "" when the model sent none."""
+
+    content: str
+    model: str
+    usage: Mapping[str, int] = field(default_factory=dict)
+    finish_reason: str | None = None
+    attempts: int = 1
+
+
+class ChutesClient:
+    """One model, deterministic settings (temperature 0) so a rescore of the same tweets
+    gives the same score, and a small `max_tokens` so a rambling model cannot run up cost."""
+
+    def __init__(
+        self,
+        api_key: SecretStr | str | None,
+        *,
+        base_url: str = "https://llm.chutes.ai",
+        model: str = "unsloth/Llama-3.2-3B-Instruct",
+        timeout_s: float = 30.0,
+        max_tokens: int = DEFAULT_MAX_TOKENS,
+        json_mode: bool = True,
+        retry: RetryPolicy | None = None,
+        session: aiohttp.ClientSession | None = None,
+    ) -> None:
+        key = api_key.get_secret_value() if isinstance(api_key, SecretStr) else api_key
+        self._key = key or None
+        self._endpoint = base_url.rstrip("/") + "/v1/chat/completions"
+        self._model = model
+        self._timeout_s = timeout_s
+        self._max_tokens = max_tokens
+        self._json_mode = json_mode
+        self._retry = retry or RetryPolicy()
+        self._session = session
+        self._owns_session = session is None
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        session: aiohttp.ClientSession | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> ChutesClient:
+        return cls(
+            settings.chutes_api_key,
+            base_url=settings.chutes_base_url,
+            model=settings.chutes_model,
+            timeout_s=settings.chutes_timeout_s,
+            retry=retry or RetryPolicy(max_retries=settings.http_max_retries),
+            session=session,
+        )
+
+    @property
+    def configured(self) -> bool:
+        return self._key is not None
+
+    @property
+    def model(self) -> str:
+        return self._model
+
+    async def complete(
+        self, messages: Sequence[ChatMessage], *, max_tokens: int | None = None
+    ) -> ChatCompletion:
+        """The model's reply to `messages`.
+
+        Raises `NotConfiguredError` without a key; `AuthError` (401), `QuotaError`
+        (402) and `ExternalAPIError` for 404 "model not found" without retrying;
+        `ExternalAPIError(retryable=True)` once 429/503/5xx/timeouts outlast the
+        retries; `InvalidResponseError` for a 200 without `choices`.
+        """
+        if self._key is None:
+            raise NotConfiguredError(SERVICE, None, "CHUTES_API_KEY is not set", retryable=False)
+        body: dict[str, Any] = {
+            "model": self._model,
+            "messages": list(messages),
+            "temperature": 0,
+            "max_tokens": max_tokens or self._max_tokens,
+            "stream": False,
+        }
+        if self._json_mode:
+            body["response_format"] = {"type": "json_object"}
+        result = await request_json(
+            self._get_session(),
+            "POST",
+            self._endpoint,
+            service=SERVICE,
+            timeout_s=self._timeout_s,
+            policy=self._retry,
+            headers={"Authorization": f"Bearer {self._key}", "Accept": "application/json"},
+            json_body=body,
+            secrets=(self._key,),
+        )
+        completion = replace(
+            parse_completion(result.body, default_model=self._model), attempts=result.attempts
+        )
+        logger.bind(service=SERVICE, model=completion.model).info(
+            "chutes completion: {} chars, finish={}, usage={}, {:.2f}s, {} tries",
+            len(completion.content),
+            completion.finish_reason,
+            dict(completion.usage),
+            result.elapsed_s,
+            result.attempts,
+        )
+        return completion
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = make_session()
+            self._owns_session = True
+        return self._session
+
+    async def close(self) -> None:
+        """Close the session if this client created it; a passed-in session is the owner's."""
+        if self._owns_session and self._session is not None and not self._session.closed:
+            await self._session.close()
+
+    async def __aenter__(self) -> ChutesClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+def parse_completion(body: Any, *, default_model: str) -> ChatCompletion:
+    """The first choice's content from an OpenAI-style completion body."""
+    choices = body.get("choices") if isinstance(body, dict) else None
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        raise InvalidResponseError(SERVICE, 200, "completion has no choices", retryable=False)
+    choice = choices[0]
+    message = choice.get("message")
+    content = message.get("content") if isinstance(message, dict) else None
+    usage_raw = body.get("usage")
+    usage = (
+        {k: v for k, v in usage_raw.items() if isinstance(v, int) and not isinstance(v, bool)}
+        if isinstance(usage_raw, dict)
+        else {}
+    )
+    model = body.get("model")
+    finish = choice.get("finish_reason")
+    return ChatCompletion(
+        content=content if isinstance(content, str) else "",
+        model=model if isinstance(model, str) and model else default_model,
+        usage=usage,
+        finish_reason=finish if isinstance(finish, str) else None,
+    )

@@ -1,0 +1,452 @@
+"""Datura (Desearch) tweet search: `GET {DATURA_BASE_URL}/twitter`.
+
+The tweets stage asks for the latest tweets about one subnet. A burst of trades
+for one subnet must not cost one paid search each, so searches go through a
+small per-netuid cache with single-flight (`TweetCache`); the in-process one
+here can be swapped for a cross-process one with the same two-line interface.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any, Final, Literal, Protocol
+
+import aiohttp
+from loguru import logger
+from pydantic import SecretStr
+from yarl import URL
+
+from pipeline.clients.http import (
+    InvalidResponseError,
+    NotConfiguredError,
+    RetryPolicy,
+    make_session,
+    request_json,
+)
+from shared.settings import Settings
+
+SERVICE: Final = "datura"
+MAX_COUNT: Final = 30
+TWITTER_DATE_FORMAT: Final = "%a %b %d %H:%M:%S %z %Y"
+# The legacy host answers with a 301 to the new one; the key may follow it there.
+DEFAULT_TRUSTED_ORIGINS: Final = ("https://apis.datura.ai", "https://api.desearch.ai")
+
+Sort = Literal["Latest", "Top"]
+ParamValue = str | int | float | bool
+
+
+@dataclass(frozen=True, slots=True)
+class Tweet:
+    """The fields of a tweet that sentiment scoring and the trade record use."""
+
+    id: str | None
+    text: str
+    created_at: datetime | None = None
+    username: str | None = None
+    user_name: str | None = None
+    like_count: int = 0
+    retweet_count: int = 0
+    reply_count: int = 0
+    url: str | None = None
+    lang: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields (datetimes as ISO 8601), for an event's nested `tweets` field."""
+        data: dict[str, Any] = {
+            "id": self.id,
+            "text": self.text,
+            "created_at": self.created_at.isoformat() if self.created_at else None,
+            "username": self.username,
+            "user_name": self.user_name,
+            "like_count": self.like_count,
+            "retweet_count": self.retweet_count,
+            "reply_count": self.reply_count,
+            "url": self.url,
+            "lang": self.lang,
+        }
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Tweet:
+        """The inverse of `to_dict`, as lenient as the search parser."""
+        created = data.get("created_at")
+        when: datetime | None = None
+        if isinstance(created, str) and created:
+            try:
+                when = datetime.fromisoformat(created)
+            except ValueError:
+                when = _parse_created_at(created)
+        return cls(
+            id=_str_or_none(data.get("id")),
+            text=str(data.get("text") or ""),
+            created_at=when,
+            username=_str_or_none(data.get("username")),
+            user_name=_str_or_none(data.get("user_name")),
+            like_count=_count(data.get("like_count")),
+            retweet_count=_count(data.get("retweet_count")),
+            reply_count=_count(data.get("reply_count")),
+            url=_str_or_none(data.get("url")),
+            lang=_str_or_none(data.get("lang")),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TweetBatch:
+    """One search's result. `cached` is true when it came from the cache, not a new search."""
+
+    netuid: int
+    query: str
+    tweets: tuple[Tweet, ...]
+    fetched_at: datetime
+    skipped: int = 0
+    cost_usd: float | None = None
+    cached: bool = False
+    attempts: int = 1
+
+    @property
+    def texts(self) -> list[str]:
+        return [tweet.text for tweet in self.tweets]
+
+
+def parse_tweets(raw: Any) -> tuple[list[Tweet], int]:
+    """Tweets from a search body, and how many entries were unusable.
+
+    The API documents a bare array, yet fields come and go between tweets (and
+    between API versions): anything missing gets a default; an entry without
+    text is dropped because there is nothing to score; duplicates (same id) are
+    dropped so one viral tweet cannot count twice.
+    """
+    items: Any = raw
+    if isinstance(raw, dict):
+        items = raw.get("tweets", raw.get("data"))
+    if not isinstance(items, list):
+        raise InvalidResponseError(
+            SERVICE,
+            200,
+            f"expected a JSON array of tweets, got {type(raw).__name__}",
+            retryable=False,
+        )
+    tweets: list[Tweet] = []
+    seen: set[str] = set()
+    skipped = 0
+    for item in items:
+        tweet = _parse_tweet(item)
+        if tweet is None or (tweet.id is not None and tweet.id in seen):
+            skipped += 1
+            continue
+        if tweet.id is not None:
+            seen.add(tweet.id)
+        tweets.append(tweet)
+    return tweets, skipped
+
+
+def _parse_tweet(item: Any) -> Tweet | None:
+    if not isinstance(item, dict):
+        return None
+    text = item.get("text") or item.get("full_text")
+    if not isinstance(text, str) or not text.strip():
+        return None
+    raw_user = item.get("user")
+    user: dict[str, Any] = raw_user if isinstance(raw_user, dict) else {}
+    created = item.get("created_at")
+    return Tweet(
+        id=_str_or_none(item.get("id")),
+        text=text.strip(),
+        created_at=_parse_created_at(created) if isinstance(created, str) else None,
+        username=_str_or_none(user.get("username")),
+        user_name=_str_or_none(user.get("name")),
+        like_count=_count(item.get("like_count")),
+        retweet_count=_count(item.get("retweet_count")),
+        reply_count=_count(item.get("reply_count")),
+        url=_str_or_none(item.get("url")),
+        lang=_str_or_none(item.get("lang")),
+    )
+
+
+def _parse_created_at(value: str) -> datetime | None:
+    """Classic Twitter dates (`Thu Feb 20 10:51:44 +0000 2025`), ISO 8601 as a fallback."""
+    value = value.strip()
+    try:
+        return datetime.strptime(value, TWITTER_DATE_FORMAT).astimezone(UTC)
+    except ValueError:
+        pass
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _str_or_none(value: Any) -> str | None:
+    if value is None or isinstance(value, bool):
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def _count(value: Any) -> int:
+    if isinstance(value, bool):
+        return 0
+    if isinstance(value, int):
+        return max(0, value)
+    try:
+        return max(0, int(float(value)))
+    except (TypeError, ValueError, OverflowError):
+        return 0
+
+
+def _param(value: ParamValue) -> str:
+    """Datura wants booleans as the strings "true"/"false" (Python's str() says "True")."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+Loader = Callable[[], Awaitable[TweetBatch]]
+
+
+class TweetCache(Protocol):
+    """Per-netuid search results with single-flight; swap in a Redis-backed one later."""
+
+    async def get_or_load(self, netuid: int, loader: Loader) -> TweetBatch:
+        """A fresh cached batch for `netuid`, or the result of exactly one `loader()` call
+        shared by every concurrent caller. Failures are not cached."""
+        ...
+
+
+class MemoryTweetCache:
+    """In-process TTL cache with single-flight, bounded in size.
+
+    The load runs as its own task and callers await it shielded, so a caller
+    cancelled mid-search (a worker shutting down) neither cancels the search for
+    the others nor leaves them waiting forever.
+    """
+
+    def __init__(
+        self,
+        ttl_s: float,
+        *,
+        max_entries: int = 1024,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._ttl_s = ttl_s
+        self._max_entries = max_entries
+        self._clock = clock
+        self._entries: dict[int, tuple[float, TweetBatch]] = {}
+        self._inflight: dict[int, asyncio.Task[TweetBatch]] = {}
+
+    async def get_or_load(self, netuid: int, loader: Loader) -> TweetBatch:
+        entry = self._entries.get(netuid)
+        if entry is not None:
+            expires, batch = entry
+            if self._clock() < expires:
+                return replace(batch, cached=True)
+            del self._entries[netuid]
+        task = self._inflight.get(netuid)
+        if task is None:
+            task = asyncio.create_task(self._load(netuid, loader), name=f"tweets:{netuid}")
+            # Every waiter may be gone by the time it fails; mark the error as seen.
+            task.add_done_callback(_consume_error)
+            self._inflight[netuid] = task
+        return await asyncio.shield(task)
+
+    async def _load(self, netuid: int, loader: Loader) -> TweetBatch:
+        try:
+            batch = await loader()
+        finally:
+            self._inflight.pop(netuid, None)
+        if self._ttl_s > 0:
+            if len(self._entries) >= self._max_entries:
+                self._evict()
+            self._entries[netuid] = (self._clock() + self._ttl_s, batch)
+        return batch
+
+    def _evict(self) -> None:
+        now = self._clock()
+        for key in [k for k, (expires, _) in self._entries.items() if expires <= now]:
+            del self._entries[key]
+        while len(self._entries) >= self._max_entries:
+            del self._entries[next(iter(self._entries))]
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+def _consume_error(task: asyncio.Task[TweetBatch]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
+class DaturaClient:
+    """Tweet search for one subnet at a time.
+
+    Sort is "Latest" by default: a trade acts on what people say now, and the
+    pipeline rescores every few minutes; "Top" favours high-engagement tweets
+    that can be weeks old, so the score would barely move as opinion changes.
+    """
+
+    def __init__(
+        self,
+        api_key: SecretStr | str | None,
+        *,
+        base_url: str = "https://apis.datura.ai",
+        timeout_s: float = 20.0,
+        query_template: str = "Netuid {netuid}",
+        count: int = 20,
+        sort: Sort = "Latest",
+        filters: Mapping[str, ParamValue] | None = None,
+        retry: RetryPolicy | None = None,
+        session: aiohttp.ClientSession | None = None,
+        cache: TweetCache | None = None,
+        trusted_origins: Sequence[str] = DEFAULT_TRUSTED_ORIGINS,
+    ) -> None:
+        key = api_key.get_secret_value() if isinstance(api_key, SecretStr) else api_key
+        self._key = key or None
+        self._endpoint = str(URL(base_url.rstrip("/") + "/twitter"))
+        self._timeout_s = timeout_s
+        self._query_template = query_template
+        self._count = max(1, min(count, MAX_COUNT))
+        self._sort: Sort = sort
+        self._filters = {k: _param(v) for k, v in (filters or {}).items()}
+        self._retry = retry or RetryPolicy()
+        self._session = session
+        self._owns_session = session is None
+        self._cache = cache
+        self._trusted_origins = tuple(trusted_origins)
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        session: aiohttp.ClientSession | None = None,
+        cache: TweetCache | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> DaturaClient:
+        """Client configured from DATURA_* / TWEET_* settings; in-process cache unless given one."""
+        if cache is None and settings.tweet_cache_ttl_s > 0:
+            cache = MemoryTweetCache(settings.tweet_cache_ttl_s)
+        return cls(
+            settings.datura_api_key,
+            base_url=settings.datura_base_url,
+            timeout_s=settings.datura_timeout_s,
+            query_template=settings.tweet_query_template,
+            count=settings.tweet_count,
+            retry=retry or RetryPolicy(max_retries=settings.http_max_retries),
+            session=session,
+            cache=cache,
+        )
+
+    @property
+    def configured(self) -> bool:
+        """False without an API key: the stage records "no tweet source" instead of searching."""
+        return self._key is not None
+
+    @property
+    def endpoint(self) -> str:
+        """The search URL in use (it moves if the API answered a permanent redirect)."""
+        return self._endpoint
+
+    def query_for(self, netuid: int) -> str:
+        return self._query_template.format(netuid=netuid)
+
+    async def search(self, netuid: int) -> TweetBatch:
+        """Latest tweets about `netuid`; cached per netuid when a cache is set.
+
+        Raises `NotConfiguredError` without a key, `AuthError` / `QuotaError` on
+        401/402 (not retried), `ExternalAPIError` with `retryable=True` once
+        429/5xx/timeouts outlast the retries.
+        """
+        if self._key is None:
+            raise NotConfiguredError(SERVICE, None, "DATURA_API_KEY is not set", retryable=False)
+        if self._cache is None:
+            return await self._search(netuid)
+        return await self._cache.get_or_load(netuid, lambda: self._search(netuid))
+
+    async def _search(self, netuid: int) -> TweetBatch:
+        assert self._key is not None
+        query = self.query_for(netuid)
+        params = {
+            "query": query,
+            "sort": self._sort,
+            "count": str(self._count),
+            **self._filters,
+        }
+        result = await request_json(
+            self._get_session(),
+            "GET",
+            self._endpoint,
+            service=SERVICE,
+            timeout_s=self._timeout_s,
+            policy=self._retry,
+            headers={"Authorization": self._key, "Accept": "application/json"},
+            params=params,
+            secrets=(self._key,),
+            trusted_origins=self._trusted_origins,
+        )
+        if result.permanent_redirect and result.permanent_redirect != self._endpoint:
+            logger.warning(
+                "datura search moved permanently to {}; using it from now on, "
+                "update DATURA_BASE_URL",
+                result.permanent_redirect,
+            )
+            self._endpoint = result.permanent_redirect
+        tweets, skipped = parse_tweets(result.body)
+        batch = TweetBatch(
+            netuid=netuid,
+            query=query,
+            tweets=tuple(tweets),
+            fetched_at=datetime.now(UTC),
+            skipped=skipped,
+            cost_usd=_cost(result.headers.get("X-Desearch-Cost-Usd")),
+            attempts=result.attempts,
+        )
+        logger.bind(netuid=netuid, service=SERVICE).info(
+            "datura search {!r}: {} tweets ({} skipped) in {:.2f}s, {} tries",
+            query,
+            len(tweets),
+            skipped,
+            result.elapsed_s,
+            result.attempts,
+        )
+        return batch
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = make_session()
+            self._owns_session = True
+        return self._session
+
+    async def close(self) -> None:
+        """Close the session if this client created it; a passed-in session is the owner's."""
+        if self._owns_session and self._session is not None and not self._session.closed:
+            await self._session.close()
+
+    async def __aenter__(self) -> DaturaClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+def _cost(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
+
+__all__ = [
+    "DaturaClient",
+    "MemoryTweetCache",
+    "Tweet",
+    "TweetBatch",
+    "TweetCache",
+    "parse_tweets",
+]

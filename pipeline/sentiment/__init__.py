@@ -1,0 +1,22 @@
+"""Sentiment of a subnet's tweets: LLM prompt and reply parsing, VADER fallback, the scorer.
+
+The stage worker needs only `SentimentScorer` and `SentimentResult`; the other
+modules are public so the parsing rules and the prompt can be tested and reused.
+"""
+
+from pipeline.sentiment.parse import Verdict, parse_reply, parse_score
+from pipeline.sentiment.prompt import build_messages
+from pipeline.sentiment.scorer import Backend, SentimentResult, SentimentScorer
+from pipeline.sentiment.vader import VaderScorer, get_vader
+
+__all__ = [
+    "Backend",
+    "SentimentResult",
+    "SentimentScorer",
+    "VaderScorer",
+    "Verdict",
+    "build_messages",
+    "get_vader",
+    "parse_reply",
+    "parse_score",
+]

@@ -1,0 +1,102 @@
+"""VADER fallback: crypto lexicon, aggregation, range, thread offload."""
+
+from __future__ import annotations
+
+import pytest
+from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+from pipeline.clients.datura import Tweet
+from pipeline.sentiment.vader import CRYPTO_LEXICON, VaderScorer, get_vader
+
+POSITIVE = [
+    "Netuid 18 keeps shipping: new validators online and emissions climbing. Bullish.",
+    "sn18 is going to the moon, hodl",
+    "LFG, best subnet in bittensor, wagmi",
+]
+NEGATIVE = [
+    "total rug, devs dumped, rekt",
+    "bearish on this subnet, FUD everywhere and another outage",
+    "Not convinced by Netuid 18 after the last outage, miners are leaving.",
+]
+
+
+@pytest.fixture(scope="module")
+def vader() -> VaderScorer:
+    return VaderScorer()
+
+
+@pytest.mark.parametrize(
+    ("word", "sign"),
+    [
+        ("bullish", 1),
+        ("moon", 1),
+        ("hodl", 1),
+        ("pump", 1),
+        ("bearish", -1),
+        ("rug", -1),
+        ("rekt", -1),
+        ("fud", -1),
+        ("dump", -1),
+    ],
+)
+def test_crypto_words_carry_sentiment(vader: VaderScorer, word: str, sign: int) -> None:
+    text = f"this subnet is {word}"
+    assert vader.compound(text) * sign > 0.2
+    assert word in CRYPTO_LEXICON
+
+
+def test_lexicon_changes_stock_vader(vader: VaderScorer) -> None:
+    text = "Bullish on netuid 18, to the moon"
+    assert SentimentIntensityAnalyzer().polarity_scores(text)["compound"] == 0.0
+    assert vader.compound(text) > 0.5
+
+
+def test_positive_and_negative_batches(vader: VaderScorer) -> None:
+    assert vader.score_texts(POSITIVE) > 40
+    assert vader.score_texts(NEGATIVE) < -40
+    mixed = vader.score_texts(POSITIVE + NEGATIVE)
+    assert -40 < mixed < 40
+
+
+def test_neutral_and_empty(vader: VaderScorer) -> None:
+    assert vader.score_texts([]) == 0
+    assert vader.score_texts(["", "   "]) == 0
+    assert vader.score_texts(["Netuid 18 update at 10:00 UTC"]) == 0
+
+
+def test_scores_are_ints_in_range(vader: VaderScorer) -> None:
+    for texts in (POSITIVE, NEGATIVE, ["good " * 50], ["horrible scam " * 50]):
+        score = vader.score_texts(texts)
+        assert isinstance(score, int)
+        assert -100 <= score <= 100
+
+
+def test_engagement_weights(vader: VaderScorer) -> None:
+    liked_positive = [
+        Tweet(id="1", text=POSITIVE[0], like_count=5000, retweet_count=900),
+        Tweet(id="2", text=NEGATIVE[0]),
+    ]
+    liked_negative = [
+        Tweet(id="1", text=POSITIVE[0]),
+        Tweet(id="2", text=NEGATIVE[0], like_count=5000, retweet_count=900),
+    ]
+    assert vader.score_tweets(liked_positive) > 0 > vader.score_tweets(liked_negative)
+    with pytest.raises(ValueError, match="differ in length"):
+        vader.score_texts(["a"], [1.0, 2.0])
+
+
+def test_extra_lexicon(vader: VaderScorer) -> None:
+    custom = VaderScorer({"Zorbly": 3.0})
+    assert custom.compound("zorbly") > 0.5
+    assert vader.compound("zorbly") == 0.0
+
+
+async def test_async_large_batch_matches_sync(vader: VaderScorer) -> None:
+    tweets = [Tweet(id=str(i), text=(POSITIVE + NEGATIVE)[i % 6]) for i in range(200)]
+    assert await vader.ascore_tweets(tweets, inline_max=10) == vader.score_tweets(tweets)
+    assert await vader.ascore_tweets(tweets[:3]) == vader.score_tweets(tweets[:3])
+
+
+def test_process_wide_instance() -> None:
+    assert get_vader() is get_vader()
+    assert get_vader().name == "vader-crypto"
