@@ -49,6 +49,19 @@ class Authenticator:
             raise Unauthorized("invalid or revoked token")
         return Caller(name, token_hash)
 
+    def known(self, authorization: str | None) -> Caller | None:
+        """The caller if its token is already known valid in this process, without any I/O."""
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not token or " " in token:
+            return None
+        token_hash = hash_token(token)
+        if matches(token_hash, self._static_hashes):
+            return Caller(self._static[token_hash], token_hash)
+        hit = self._remembered.get(token_hash)
+        if hit is not None and hit[1] is not None and hit[0] > time.monotonic():
+            return Caller(hit[1], token_hash)
+        return None
+
     def forget(self) -> None:
         self._remembered.clear()
 

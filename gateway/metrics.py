@@ -22,3 +22,6 @@ CHAIN_READS = Counter(
 TRADES = Counter("taostake_trades_total", "Trade trigger outcomes", ["result"])
 AUTH_FAILURES = Counter("taostake_auth_failures_total", "Rejected credentials", ["reason"])
 RATE_LIMITED = Counter("taostake_rate_limited_total", "Requests refused by rate limits", ["kind"])
+FASTPATH_HITS = Counter(
+    "taostake_fastpath_hits_total", "Cache hits answered before FastAPI routing"
+)

@@ -35,19 +35,25 @@ class RateLimiter:
         self._global: dict[WindowKey, int] = {}
         self._task: asyncio.Task[None] | None = None
 
+    def allow(self, subject: str, kind: str, limit: int) -> bool:
+        """Count one request if the window's budget allows it."""
+        key = (subject, kind, int(time.time() // self._window))
+        if self._global.get(key, 0) + self._pending[key] >= limit:
+            return False
+        self._pending[key] += 1
+        return True
+
     def hit(self, subject: str, kind: str, limit: int) -> None:
         """Count one request; raise `RateLimited` when the window's budget is spent."""
+        if self.allow(subject, kind, limit):
+            return
+        RATE_LIMITED.labels(kind).inc()
         now = time.time()
-        window = int(now // self._window)
-        key = (subject, kind, window)
-        if self._global.get(key, 0) + self._pending[key] >= limit:
-            RATE_LIMITED.labels(kind).inc()
-            retry_after = max(1, math.ceil((window + 1) * self._window - now))
-            raise RateLimited(
-                f"rate limit of {limit} {kind} requests per {self._window}s reached",
-                retry_after_s=retry_after,
-            )
-        self._pending[key] += 1
+        retry_after = max(1, math.ceil((int(now // self._window) + 1) * self._window - now))
+        raise RateLimited(
+            f"rate limit of {limit} {kind} requests per {self._window}s reached",
+            retry_after_s=retry_after,
+        )
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="ratelimit-sync")

@@ -36,14 +36,18 @@ class LocalTTL:
         self._data: OrderedDict[str, tuple[float, Any]] = OrderedDict()
 
     def get(self, key: str, now: float) -> Any | None:
+        item = self.entry(key, now)
+        return None if item is None else item[1]
+
+    def entry(self, key: str, now: float) -> tuple[float, Any] | None:
+        """(expires_at, value) of a fresh entry; expires_at identifies the loaded value."""
         item = self._data.get(key)
         if item is None:
             return None
-        expires_at, value = item
-        if expires_at <= now:
+        if item[0] <= now:
             del self._data[key]
             return None
-        return value
+        return item
 
     def set(self, key: str, value: Any, expires_at: float) -> None:
         self._data[key] = (expires_at, value)

@@ -43,7 +43,8 @@ def register_secrets(values: Iterable[str]) -> None:
 
 
 def _patch(record: Record) -> None:
-    record["message"] = mask(record["message"])
+    if not record["extra"].get("_plain"):  # _plain: built by our code from non-secret parts
+        record["message"] = mask(record["message"])
     for key, value in list(record["extra"].items()):
         if isinstance(value, str):
             record["extra"][key] = mask(value)
@@ -56,7 +57,7 @@ def _json_format(record: Record) -> str:
         "msg": record["message"],
         "logger": record["name"],
     }
-    payload.update({k: v for k, v in record["extra"].items() if not k.startswith("_")})
+    payload.update({k: v for k, v in record["extra"].items() if k[0] != "_"})
     if record["exception"] is not None:
         exc = record["exception"]
         payload["exception"] = mask(f"{exc.type.__name__ if exc.type else ''}: {exc.value}")
@@ -64,10 +65,13 @@ def _json_format(record: Record) -> str:
     return "{extra[_json]}\n"
 
 
-_TEXT_FORMAT = (
-    "<green>{time:YYYY-MM-DDTHH:mm:ss.SSSZ}</green> <level>{level: <7}</level> "
-    "<cyan>{name}</cyan> {message} <dim>{extra}</dim>\n{exception}"
-)
+def _text_format(record: Record) -> str:
+    extra = " ".join(f"{k}={v}" for k, v in record["extra"].items() if k[0] != "_")
+    record["extra"]["_kv"] = extra
+    return (
+        "<green>{time:YYYY-MM-DDTHH:mm:ss.SSSZ}</green> <level>{level: <7}</level> "
+        "<cyan>{name}</cyan> {message} <dim>{extra[_kv]}</dim>\n{exception}"
+    )
 
 
 class _InterceptHandler(logging.Handler):
@@ -85,7 +89,7 @@ def configure_logging(settings: Settings, *, sink: Any = None) -> None:
     register_secrets(settings.secret_values())
     logger.remove()
     logger.configure(patcher=_patch, extra={})
-    fmt: Any = _json_format if settings.log_format == "json" else _TEXT_FORMAT
+    fmt: Any = _json_format if settings.log_format == "json" else _text_format
     logger.add(
         sink if sink is not None else sys.stderr,
         level=settings.log_level,

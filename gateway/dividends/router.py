@@ -7,13 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from gateway.deps import CallerDep, RequestIdDep, StateDep
-from gateway.dividends.schemas import (
-    DividendCollectionResponse,
-    DividendOut,
-    DividendResponse,
-    TradeFields,
-)
-from gateway.dividends.service import DividendsView
+from gateway.dividends.presenter import dividends_body, trade_fields
+from gateway.dividends.schemas import DividendCollectionResponse, DividendResponse
 from shared.errors import AppError
 from shared.ss58 import is_valid_ss58
 
@@ -62,53 +57,11 @@ async def tao_dividends(
         state.limiter.hit(caller.token_hash[:16], "trade", settings.trade_rate_limit_per_min)
 
     view = await state.dividends.lookup(netuid, hotkey)
-    trade_fields = TradeFields(stake_tx_triggered=False)
+    result = None
+    trade_netuid = settings.default_netuid if netuid is None else netuid
+    trade_hotkey = hotkey or settings.default_hotkey
     if do_trade:
-        trade_netuid = settings.default_netuid if netuid is None else netuid
-        trade_hotkey = hotkey or settings.default_hotkey
         result = await state.trades.request(
             trade_netuid, trade_hotkey, request_id=request_id, requested_by=caller.name, view=view
         )
-        pair = f"netuid {trade_netuid} hotkey {trade_hotkey}"
-        trade_fields = TradeFields(
-            stake_tx_triggered=result.enqueued,
-            trade_id=result.trade_id,
-            trade_status="enqueued" if result.enqueued else "cooldown",
-            trade_detail=(
-                f"trade enqueued for {pair}"
-                if result.enqueued
-                else f"a trade for {pair} is already enqueued; the cooldown ends in "
-                f"{result.cooldown_left_s:.0f}s"
-            ),
-        )
-    return _response(netuid, hotkey, view, trade_fields)
-
-
-def _response(
-    netuid: int | None, hotkey: str | None, view: DividendsView, trade: TradeFields
-) -> DividendResponse | DividendCollectionResponse:
-    if netuid is not None and hotkey is not None:
-        dividend = view.entries[0][2] if view.entries else 0
-        return DividendResponse(
-            netuid=netuid,
-            hotkey=hotkey,
-            dividend=dividend,
-            unit=view.unit,
-            storage=view.storage,
-            cached=view.cached,
-            block=view.block,
-            **trade.model_dump(),
-        )
-    items = [
-        DividendOut(netuid=n, hotkey=h, dividend=d, unit=view.unit, storage=view.storage)
-        for n, h, d in view.entries
-    ]
-    return DividendCollectionResponse(
-        dividends=items,
-        count=len(items),
-        cached=view.cached,
-        block=view.block,
-        unit=view.unit,
-        storage=view.storage,
-        **trade.model_dump(),
-    )
+    return dividends_body(netuid, hotkey, view, trade_fields(result, trade_netuid, trade_hotkey))

@@ -28,6 +28,24 @@ class DividendsView:
     cached: bool
 
 
+def _cache_key(netuid: int | None, hotkey: str | None) -> tuple[str, str]:
+    """The cache key and read kind; a hotkey without netuid filters the all-subnets read."""
+    if netuid is not None and hotkey is not None:
+        return f"{netuid}:{hotkey}", "entry"
+    if netuid is not None:
+        return f"{netuid}:*", "subnet"
+    return "*:*", "all"
+
+
+def _view(
+    value: dict[str, Any], netuid: int | None, hotkey: str | None, cached: bool
+) -> DividendsView:
+    entries = [(int(n), str(h), int(d)) for n, h, d in value["entries"]]
+    if netuid is None and hotkey is not None:
+        entries = [entry for entry in entries if entry[1] == hotkey]
+    return DividendsView(entries, value["storage"], value["unit"], value["block"], cached)
+
+
 def _to_cache(snapshot: DividendSnapshot) -> dict[str, Any]:
     return {
         "entries": [[e.netuid, e.hotkey, e.dividend] for e in snapshot.entries],
@@ -43,13 +61,20 @@ class DividendsService:
         self._cache = cache
         self._timeout = timeout_s
 
+    def stamp(self, netuid: int | None, hotkey: str | None) -> float | None:
+        """The expiry of the in-process cached answer (unique per load), if any; no I/O."""
+        key, _ = _cache_key(netuid, hotkey)
+        item = self._cache.local.entry(key, time.time())
+        return None if item is None else float(item[0])
+
+    def peek(self, netuid: int | None, hotkey: str | None) -> DividendsView | None:
+        """The in-process cached answer, if any; no I/O."""
+        key, _ = _cache_key(netuid, hotkey)
+        value = self._cache.local.get(key, time.time())
+        return None if value is None else _view(value, netuid, hotkey, True)
+
     async def lookup(self, netuid: int | None, hotkey: str | None) -> DividendsView:
-        if netuid is not None and hotkey is not None:
-            key, kind = f"{netuid}:{hotkey}", "entry"
-        elif netuid is not None:
-            key, kind = f"{netuid}:*", "subnet"
-        else:
-            key, kind = "*:*", "all"
+        key, kind = _cache_key(netuid, hotkey)
 
         async def load() -> dict[str, Any]:
             if netuid is not None and hotkey is not None:
@@ -72,13 +97,7 @@ class DividendsService:
 
         result = await self._cache.get_or_load(key, load)
         CACHE_LOOKUPS.labels(result.level).inc()
-        value = result.value
-        entries = [(int(n), str(h), int(d)) for n, h, d in value["entries"]]
-        if netuid is None and hotkey is not None:
-            entries = [entry for entry in entries if entry[1] == hotkey]
-        return DividendsView(
-            entries, value["storage"], value["unit"], value["block"], result.cached
-        )
+        return _view(result.value, netuid, hotkey, result.cached)
 
 
 class TradeService:
@@ -89,6 +108,15 @@ class TradeService:
         self._cooling: dict[tuple[int, str], tuple[float, str]] = {}
         self._flight: SingleFlight[TriggerResult] = SingleFlight()
 
+    def peek(self, netuid: int, hotkey: str) -> TriggerResult | None:
+        """The pair's trade still inside its cooldown, as known to this process (no I/O)."""
+        known = self._cooling.get((netuid, hotkey))
+        now = time.monotonic()
+        if known is None or known[0] <= now:
+            return None
+        TRADES.labels("cooldown").inc()
+        return TriggerResult(False, known[1], cooldown_left_s=known[0] - now)
+
     async def request(
         self,
         netuid: int,
@@ -98,13 +126,10 @@ class TradeService:
         requested_by: str,
         view: DividendsView | None,
     ) -> TriggerResult:
+        known = self.peek(netuid, hotkey)
+        if known is not None:
+            return known
         pair = (netuid, hotkey)
-        now = time.monotonic()
-        known = self._cooling.get(pair)
-        if known is not None and known[0] > now:
-            TRADES.labels("cooldown").inc()
-            return TriggerResult(False, known[1], cooldown_left_s=known[0] - now)
-
         entry = None
         if view is not None:
             entry = next((d for n, h, d in view.entries if (n, h) == pair), None)
@@ -124,8 +149,9 @@ class TradeService:
             # Another request's trigger (or another process) owns this pair right now.
             result = TriggerResult(False, result.trade_id, cooldown_left_s=result.cooldown_left_s)
         left = self._trigger.cooldown_s if result.enqueued else result.cooldown_left_s
+        now = time.monotonic()
         if len(self._cooling) > MAX_REMEMBERED_PAIRS:
             self._cooling = {p: v for p, v in self._cooling.items() if v[0] > now}
-        self._cooling[pair] = (time.monotonic() + left, result.trade_id)
+        self._cooling[pair] = (now + left, result.trade_id)
         TRADES.labels("enqueued" if result.enqueued else "cooldown").inc()
         return result
