@@ -83,3 +83,37 @@ class DividendRequested(Event):
     dividend: int | None = None
     unit: str | None = None
     block: int | None = None
+
+
+class TweetsFetched(Event):
+    TYPE: ClassVar[str] = "tweets_fetched"
+
+    count: int
+    tweet_source: str  # datura | cache | none
+    query: str
+    tweets: list[dict[str, Any]] = Field(default_factory=list)  # [{"id", "text", ...}]
+    reason: str | None = None  # why there are no tweets, when there are none
+
+
+class SentimentScored(Event):
+    TYPE: ClassVar[str] = "sentiment_scored"
+
+    score: int | None  # None: no trade (no usable score and no fallback)
+    backend: str  # llm | vader | none
+    model: str | None = None
+    tweets_scored: int = 0
+    reason: str | None = None
+
+
+class StakeExecuted(Event):
+    TYPE: ClassVar[str] = "stake_executed"
+
+    direction: str  # add | remove | none
+    status: str  # succeeded | failed | skipped | dry_run | unknown
+    amount_tao: str | None = None
+    amount_alpha: str | None = None
+    success: bool | None = None
+    extrinsic_hash: str | None = None
+    block: int | None = None
+    error_name: str | None = None
+    reason: str | None = None
