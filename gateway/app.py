@@ -17,6 +17,7 @@ from gateway.dividends.service import DividendsService, TradeService
 from gateway.middleware import RequestContextMiddleware
 from gateway.ratelimit import RateLimiter
 from gateway.state import AppState
+from gateway.trades.router import router as trades_router
 from shared.cache import TwoLevelCache
 from shared.chain import ChainClient, SubtensorChain
 from shared.constants import KEY_DIVIDENDS_CACHE
@@ -99,6 +100,7 @@ def create_app(settings: Settings | None = None, *, chain: ChainClient | None = 
     app.add_middleware(RequestContextMiddleware)
     app.include_router(health.router)
     app.include_router(dividends_router)
+    app.include_router(trades_router)
     _add_security_scheme(app)
     return app
 

@@ -98,7 +98,7 @@ class TweetsFetched(Event):
 class SentimentScored(Event):
     TYPE: ClassVar[str] = "sentiment_scored"
 
-    score: int | None  # None: no trade (no usable score and no fallback)
+    score: int | None = None  # None: no trade (no usable score and no fallback)
     backend: str  # llm | vader | none
     model: str | None = None
     tweets_scored: int = 0

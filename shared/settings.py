@@ -84,6 +84,11 @@ class Settings(BaseSettings):
     rescore_window_s: int = Field(86_400, ge=1)
     watchlist: str = ""
     max_deliveries: int = Field(5, ge=1)
+    worker_concurrency: int = Field(32, ge=1)
+    worker_handler_timeout_s: float = Field(240.0, gt=0)
+    # Must exceed the handler timeout, or a slow but live handler's entry is taken over.
+    worker_claim_idle_s: float = Field(300.0, gt=0)
+    stake_submit_timeout_s: float = Field(120.0, gt=0)
     stream_maxlen: int = Field(100_000, ge=100)
 
     # --- logging ---------------------------------------------------------------------------

@@ -129,10 +129,9 @@ class TradeService:
         known = self.peek(netuid, hotkey)
         if known is not None:
             return known
-        pair = (netuid, hotkey)
         entry = None
         if view is not None:
-            entry = next((d for n, h, d in view.entries if (n, h) == pair), None)
+            entry = next((d for n, h, d in view.entries if (n, h) == (netuid, hotkey)), None)
         event = DividendRequested(
             trade_id=new_id(),
             netuid=netuid,
@@ -144,6 +143,14 @@ class TradeService:
             unit=view.unit if view is not None and entry is not None else None,
             block=view.block if view is not None else None,
         )
+        return await self.trigger(event)
+
+    async def trigger(self, event: DividendRequested) -> TriggerResult:
+        """Enqueue `event` unless its pair is inside the cooldown (known here or in Redis)."""
+        pair = (event.netuid, event.hotkey)
+        known = self.peek(*pair)
+        if known is not None:
+            return known
         result = await self._flight.do(pair, lambda: self._trigger.trigger(event))
         if result.trade_id != event.trade_id:
             # Another request's trigger (or another process) owns this pair right now.

@@ -134,18 +134,21 @@ class SubtensorChain:
         self._connector = asyncio.create_task(run(), name="chain-reconnect")
 
     # ------------------------------------------------------------------ guarded calls
-    async def call(self, op: str, fn: Callable[[Any], Awaitable[T]]) -> T:
+    async def call(
+        self, op: str, fn: Callable[[Any], Awaitable[T]], *, timeout_s: float | None = None
+    ) -> T:
         """Run `fn(async_subtensor)` with a timeout, mapping SDK errors to `ChainError`s."""
         subtensor = self._subtensor
         if subtensor is None:
             raise ChainUnavailable(f"chain {self._network} is not connected ({self._last_error})")
+        timeout = self._timeout if timeout_s is None else timeout_s
         try:
-            result = await asyncio.wait_for(fn(subtensor), self._timeout)
+            result = await asyncio.wait_for(fn(subtensor), timeout)
         except TimeoutError as exc:
             self._timeouts_in_row += 1
             if self._timeouts_in_row >= TIMEOUTS_BEFORE_RECONNECT:
                 self._reconnect("repeated timeouts")
-            raise ChainTimeout(f"chain did not answer {op} within {self._timeout:g}s") from exc
+            raise ChainTimeout(f"chain did not answer {op} within {timeout:g}s") from exc
         except ChainError:
             raise
         except asyncio.CancelledError:

@@ -47,6 +47,7 @@ class TweetBatch(Model):
     trade: fields.OneToOneRelation[Trade] = fields.OneToOneField(
         "models.Trade", related_name="tweets", on_delete=fields.CASCADE
     )
+    trade_id: str  # the FK column, set by Tortoise
     source = fields.CharField(max_length=16)
     query = fields.CharField(max_length=256)
     count = fields.IntField(default=0)
@@ -63,6 +64,7 @@ class SentimentScore(Model):
     trade: fields.OneToOneRelation[Trade] = fields.OneToOneField(
         "models.Trade", related_name="sentiment", on_delete=fields.CASCADE
     )
+    trade_id: str  # the FK column, set by Tortoise
     netuid = fields.IntField()
     score = fields.IntField(null=True)
     backend = fields.CharField(max_length=16)
@@ -82,6 +84,7 @@ class StakeAction(Model):
     trade: fields.OneToOneRelation[Trade] = fields.OneToOneField(
         "models.Trade", related_name="stake_action", on_delete=fields.CASCADE
     )
+    trade_id: str  # the FK column, set by Tortoise
     netuid = fields.IntField()
     hotkey = fields.CharField(max_length=64)
     coldkey = fields.CharField(max_length=64, null=True)
@@ -98,6 +101,12 @@ class StakeAction(Model):
     block_hash = fields.CharField(max_length=80, null=True)
     block = fields.IntField(null=True)
     fee_rao = fields.BigIntField(null=True)
+    # Chain state read just before submitting: what reconciliation compares against.
+    nonce_before = fields.IntField(null=True)
+    block_before = fields.IntField(null=True)
+    stake_before_rao = fields.BigIntField(null=True)
+    balance_before_rao = fields.BigIntField(null=True)
+    submitted_at = fields.DatetimeField(null=True)
     created_at = fields.DatetimeField(auto_now_add=True)
     updated_at = fields.DatetimeField(auto_now=True)
 

@@ -1,0 +1,1 @@
+"""Trades: their path through the stages, stake action history, manual triggers."""

@@ -1,0 +1,141 @@
+"""Builds the stage workers of one process: clients created here, after any fork, and closed
+on the way out."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+
+from loguru import logger
+from redis.asyncio import Redis
+from tortoise import Tortoise
+
+from pipeline.clients.chutes import ChutesClient
+from pipeline.clients.datura import DaturaClient
+from pipeline.clients.http import make_session
+from pipeline.sentiment.scorer import SentimentScorer
+from pipeline.stages.records import Publisher
+from pipeline.stages.sentiment import SentimentStage
+from pipeline.stages.stake import StakeStage
+from pipeline.stages.tweets import TweetsStage
+from pipeline.tweet_cache import RedisTweetCache
+from pipeline.worker import Stage, Worker
+from shared.chain.staking_types import StakeClient
+from shared.constants import (
+    GROUP_SENTIMENT,
+    GROUP_STAKE,
+    GROUP_TWEETS,
+    STREAM_DIVIDEND_REQUESTED,
+    STREAM_SENTIMENT_SCORED,
+    STREAM_TWEETS_FETCHED,
+)
+from shared.db.config import tortoise_config
+from shared.db.migrate import ensure_sqlite_dir
+from shared.redis import create_redis
+from shared.settings import Settings
+
+STAGE_NAMES = ("tweets", "sentiment", "stake")
+
+
+@dataclass(slots=True)
+class StakeSetup:
+    staker: StakeClient | None
+    problem: str | None
+
+
+@contextlib.asynccontextmanager
+async def open_staker(settings: Settings) -> AsyncIterator[StakeSetup]:
+    """The wallet's stake client over this process's chain connection, or why there is none."""
+    from shared.chain import SubtensorChain
+    from shared.chain.staking import WalletProblem, open_stake_client
+
+    chain = SubtensorChain(settings)
+    await chain.start()
+    try:
+        try:
+            staker = await open_stake_client(settings, chain)
+        except WalletProblem as exc:
+            logger.warning("stake stage without a wallet: {}", exc)
+            yield StakeSetup(None, str(exc))
+        else:
+            logger.info("stake stage wallet coldkey {}", staker.coldkey)
+            yield StakeSetup(staker, None)
+    finally:
+        await chain.close()
+
+
+@contextlib.asynccontextmanager
+async def build_worker(
+    settings: Settings,
+    stages: Sequence[str] = STAGE_NAMES,
+    *,
+    redis: Redis | None = None,
+    stake_setup: StakeSetup | None = None,
+    consumer: str | None = None,
+    block_ms: int = 1000,
+    claim_every_s: float = 5.0,
+    init_orm: bool = True,
+) -> AsyncIterator[Worker]:
+    """A Worker running `stages`, with every client it needs, closed on exit.
+
+    Pass `stake_setup` to give the stake stage a client other than the wallet's, and
+    `init_orm=False` when the ORM is already initialised in this process (tests).
+    """
+    unknown = set(stages) - set(STAGE_NAMES)
+    if unknown:
+        raise ValueError(f"unknown stages: {', '.join(sorted(unknown))}")
+    own_redis = redis is None
+    client = redis if redis is not None else create_redis(settings)
+    if init_orm:
+        orm = tortoise_config(settings)
+        ensure_sqlite_dir(orm["connections"]["default"])
+        await Tortoise.init(config=orm)
+    session = make_session()
+    publish = Publisher(client, maxlen=settings.stream_maxlen)
+    datura = DaturaClient.from_settings(
+        settings,
+        session=session,
+        cache=RedisTweetCache(client, ttl_s=int(settings.tweet_cache_ttl_s)),
+    )
+    chutes = ChutesClient.from_settings(settings, session=session)
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            built: list[Stage] = []
+            if "tweets" in stages:
+                tweets = TweetsStage(datura, publish)
+                built.append(
+                    Stage("tweets", STREAM_DIVIDEND_REQUESTED, GROUP_TWEETS, tweets.handle)
+                )
+            if "sentiment" in stages:
+                scorer = SentimentScorer.from_settings(settings, chutes)
+                sentiment = SentimentStage(scorer, publish)
+                built.append(
+                    Stage("sentiment", STREAM_TWEETS_FETCHED, GROUP_SENTIMENT, sentiment.handle)
+                )
+            if "stake" in stages:
+                setup = stake_setup
+                if setup is None:
+                    setup = await stack.enter_async_context(open_staker(settings))
+                stake = StakeStage(
+                    client, setup.staker, publish, settings, wallet_problem=setup.problem
+                )
+                built.append(Stage("stake", STREAM_SENTIMENT_SCORED, GROUP_STAKE, stake.handle))
+            yield Worker(
+                client,
+                built,
+                consumer=consumer,
+                concurrency=settings.worker_concurrency,
+                block_ms=block_ms,
+                claim_idle_ms=int(settings.worker_claim_idle_s * 1000),
+                claim_every_s=claim_every_s,
+                max_deliveries=settings.max_deliveries,
+                handler_timeout_s=settings.worker_handler_timeout_s,
+                dead_letter_maxlen=settings.stream_maxlen,
+            )
+    finally:
+        await session.close()
+        if init_orm:
+            await Tortoise.close_connections()
+        if own_redis:
+            await client.aclose()

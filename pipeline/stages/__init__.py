@@ -1,0 +1,1 @@
+"""The three stream stages: tweets → sentiment → stake."""

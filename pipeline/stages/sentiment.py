@@ -1,0 +1,56 @@
+"""sentiment stage: tweets_fetched → LLM score (VADER fallback) stored → sentiment_scored."""
+
+from __future__ import annotations
+
+from loguru import logger
+
+from pipeline.clients.datura import Tweet
+from pipeline.sentiment.scorer import SentimentScorer
+from pipeline.stages.records import Publisher, ensure_trade, parse_event, set_status
+from pipeline.worker import StreamEntry
+from shared.db.models import SentimentScore
+from shared.events import SentimentScored, TweetsFetched
+
+
+class SentimentStage:
+    def __init__(self, scorer: SentimentScorer, publish: Publisher) -> None:
+        self._scorer = scorer
+        self._publish = publish
+
+    async def handle(self, entry: StreamEntry) -> None:
+        event = parse_event(TweetsFetched, entry)
+        log = logger.bind(trade_id=event.trade_id, stage="sentiment")
+        trade = await ensure_trade(event)
+        stored = await SentimentScore.get_or_none(trade_id=event.trade_id)
+        if stored is None:
+            tweets = [
+                Tweet(id=t.get("id"), text=str(t.get("text", "")), username=t.get("username"))
+                for t in event.tweets
+            ]
+            result = await self._scorer.score(event.netuid, tweets)
+            stored = await SentimentScore.create(
+                trade_id=event.trade_id,
+                netuid=event.netuid,
+                score=result.score,
+                backend=result.backend,
+                model=result.model,
+                reason=result.reason,
+                fallback_reason=result.fallback_reason,
+            )
+            await set_status(trade, "scored")
+            log.info("scored {} with {} ({})", result.score, result.backend, result.reason)
+        else:
+            log.info("score already stored for this trade; publishing it again")
+        await self._publish(
+            SentimentScored(
+                trade_id=event.trade_id,
+                netuid=event.netuid,
+                hotkey=event.hotkey,
+                source=event.source,
+                score=stored.score,
+                backend=stored.backend,
+                model=stored.model,
+                tweets_scored=event.count,
+                reason=stored.fallback_reason or stored.reason,
+            )
+        )

@@ -1,0 +1,52 @@
+"""Tweet search results cached per netuid in Redis (and in-process), so a burst of
+trades for one subnet costs one Datura search."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from redis.asyncio import Redis
+
+from pipeline.clients.datura import Loader, Tweet, TweetBatch
+from shared.cache import TwoLevelCache
+
+KEY_PREFIX = "cache:tweets:"
+
+
+def _dump(batch: TweetBatch) -> dict[str, Any]:
+    return {
+        "netuid": batch.netuid,
+        "query": batch.query,
+        "tweets": [tweet.to_dict() for tweet in batch.tweets],
+        "fetched_at": batch.fetched_at.isoformat(),
+        "skipped": batch.skipped,
+        "cost_usd": batch.cost_usd,
+    }
+
+
+def _load(data: dict[str, Any], cached: bool) -> TweetBatch:
+    from datetime import datetime
+
+    return TweetBatch(
+        netuid=int(data["netuid"]),
+        query=str(data["query"]),
+        tweets=tuple(Tweet.from_dict(t) for t in data["tweets"]),
+        fetched_at=datetime.fromisoformat(data["fetched_at"]),
+        skipped=int(data.get("skipped", 0)),
+        cost_usd=data.get("cost_usd"),
+        cached=cached,
+    )
+
+
+class RedisTweetCache:
+    """`TweetCache` over the shared two-level cache (process LRU + Redis, single-flight)."""
+
+    def __init__(self, redis: Redis, *, ttl_s: int) -> None:
+        self._cache = TwoLevelCache(redis, prefix=KEY_PREFIX, ttl_s=max(ttl_s, 1), max_local=1024)
+
+    async def get_or_load(self, netuid: int, loader: Loader) -> TweetBatch:
+        async def load() -> dict[str, Any]:
+            return _dump(await loader())
+
+        result = await self._cache.get_or_load(str(netuid), load)
+        return _load(result.value, result.cached)

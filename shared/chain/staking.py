@@ -1,0 +1,123 @@
+"""Stake operations through `AsyncSubtensor.add_stake` / `unstake` (bittensor 10.5).
+
+`unstake` takes alpha of the subnet, not TAO: the stake stage converts before
+calling. MEV protection is off: its encrypted path needs a revealing validator
+set, which neither the test network's public nodes nor a local node provide.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from shared.chain.staking_types import AccountState, StakeClient, StakeOutcome
+from shared.chain.subtensor import SubtensorChain
+from shared.chain.wallet import WalletProblem, load_wallet
+from shared.settings import Settings
+
+__all__ = ["SubtensorStaker", "WalletProblem", "open_stake_client"]
+
+_MODULE_ERROR = re.compile(r"`(\w+)\(Module\)`")
+
+
+def _rao(balance: Any) -> int:
+    return int(getattr(balance, "rao", balance) or 0)
+
+
+def outcome_of(response: Any) -> StakeOutcome:
+    """Flatten bittensor's ExtrinsicResponse."""
+    message = str(getattr(response, "message", "") or "")
+    error = getattr(response, "error", None)
+    error_name = None
+    if not response.success:
+        match = _MODULE_ERROR.search(message)
+        error_name = match.group(1) if match else (type(error).__name__ if error else None)
+    receipt = getattr(response, "extrinsic_receipt", None)
+    fee = getattr(response, "transaction_tao_fee", None) or getattr(response, "extrinsic_fee", None)
+    block = getattr(receipt, "block_number", None)
+    return StakeOutcome(
+        success=bool(response.success),
+        message=message,
+        error_name=error_name,
+        extrinsic_hash=getattr(receipt, "extrinsic_hash", None),
+        block_hash=getattr(receipt, "block_hash", None),
+        block=int(block) if block is not None else None,
+        fee_rao=_rao(fee) if fee is not None else None,
+    )
+
+
+class SubtensorStaker:
+    """`StakeClient` for one unlocked wallet over the process's chain connection."""
+
+    def __init__(self, chain: SubtensorChain, wallet: Any, *, submit_timeout_s: float) -> None:
+        self._chain = chain
+        self._wallet = wallet
+        self._coldkey = str(wallet.coldkeypub.ss58_address)
+        self._submit_timeout = submit_timeout_s
+
+    @property
+    def coldkey(self) -> str:
+        return self._coldkey
+
+    async def account(self, netuid: int, hotkey: str) -> AccountState:
+        async def read(subtensor: Any) -> AccountState:
+            block_hash = str(await subtensor.substrate.get_chain_head())
+            block = int(await subtensor.substrate.get_block_number(block_hash))
+            free = await subtensor.get_balance(self._coldkey, block_hash=block_hash)
+            stake = await subtensor.get_stake(self._coldkey, hotkey, netuid, block_hash=block_hash)
+            price = await subtensor.get_subnet_price(netuid, block_hash=block_hash)
+            deposit = await subtensor.get_existential_deposit(block_hash=block_hash)
+            nonce = await subtensor.substrate.get_account_next_index(self._coldkey)
+            return AccountState(
+                coldkey=self._coldkey,
+                free_rao=_rao(free),
+                stake_rao=_rao(stake),
+                alpha_price_rao=_rao(price),
+                nonce=int(nonce),
+                block=block,
+                existential_deposit_rao=_rao(deposit),
+            )
+
+        return await self._chain.call("account", read)
+
+    async def add_stake(self, netuid: int, hotkey: str, amount_rao: int) -> StakeOutcome:
+        from bittensor.utils.balance import Balance
+
+        async def submit(subtensor: Any) -> StakeOutcome:
+            response = await subtensor.add_stake(
+                wallet=self._wallet,
+                netuid=netuid,
+                hotkey_ss58=hotkey,
+                amount=Balance.from_rao(amount_rao),
+                mev_protection=False,
+                wait_for_inclusion=True,
+                wait_for_finalization=True,
+            )
+            return outcome_of(response)
+
+        return await self._chain.call("add_stake", submit, timeout_s=self._submit_timeout)
+
+    async def unstake(self, netuid: int, hotkey: str, alpha_rao: int) -> StakeOutcome:
+        from bittensor.utils.balance import Balance
+
+        async def submit(subtensor: Any) -> StakeOutcome:
+            response = await subtensor.unstake(
+                wallet=self._wallet,
+                netuid=netuid,
+                hotkey_ss58=hotkey,
+                amount=Balance.from_rao(alpha_rao, netuid=netuid),
+                mev_protection=False,
+                wait_for_inclusion=True,
+                wait_for_finalization=True,
+            )
+            return outcome_of(response)
+
+        return await self._chain.call("unstake", submit, timeout_s=self._submit_timeout)
+
+
+async def open_stake_client(settings: Settings, chain: SubtensorChain) -> StakeClient:
+    """The wallet's stake client; raises `WalletProblem` saying what is missing."""
+    import asyncio
+
+    wallet = await asyncio.to_thread(load_wallet, settings)
+    return SubtensorStaker(chain, wallet, submit_timeout_s=settings.stake_submit_timeout_s)
