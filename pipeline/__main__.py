@@ -1,4 +1,12 @@
-"""`python -m pipeline run [--stages tweets,sentiment,stake] | wallet create|import|show`."""
+"""The pipeline's command line.
+
+python -m pipeline run [--stages tweets,sentiment,stake]
+python -m pipeline wallet create | import | show
+python -m pipeline streams [--watch SECONDS]
+python -m pipeline replay (--trade ID | --stream NAME --from ID [--to ID])
+                          [--as-new-trade] [--dry-run]
+python -m pipeline dead-letter list | show ID | requeue ID | purge --older-than 7d
+"""
 
 from __future__ import annotations
 
@@ -10,6 +18,7 @@ from loguru import logger
 
 from pipeline.runner import STAGE_NAMES, build_worker
 from shared.logging import configure_logging
+from shared.redis import create_redis
 from shared.settings import Settings, get_settings
 
 
@@ -24,6 +33,26 @@ def _parser() -> argparse.ArgumentParser:
     )
     wallet = sub.add_parser("wallet", help="the staking wallet (WALLET_PATH/NAME/HOTKEY)")
     wallet.add_argument("action", choices=["create", "import", "show"])
+    streams = sub.add_parser("streams", help="stream and consumer-group state")
+    streams.add_argument("--watch", type=float, metavar="SECONDS", help="refresh every SECONDS")
+    replay = sub.add_parser("replay", help="publish a trade's entries again (source=replay)")
+    target = replay.add_mutually_exclusive_group(required=True)
+    target.add_argument("--trade", metavar="TRADE_ID")
+    target.add_argument("--stream", metavar="NAME")
+    replay.add_argument("--from", dest="start", default="-", metavar="ID")
+    replay.add_argument("--to", dest="end", default="+", metavar="ID")
+    replay.add_argument(
+        "--as-new-trade", action="store_true", help="run it again for real under a new trade_id"
+    )
+    replay.add_argument("--dry-run", action="store_true", help="show what would be published")
+    dead = sub.add_parser("dead-letter", help="entries that failed MAX_DELIVERIES times")
+    dsub = dead.add_subparsers(dest="action", required=True)
+    dlist = dsub.add_parser("list")
+    dlist.add_argument("--count", type=int, default=50)
+    dsub.add_parser("show").add_argument("entry_id")
+    dsub.add_parser("requeue").add_argument("entry_id")
+    dpurge = dsub.add_parser("purge")
+    dpurge.add_argument("--older-than", required=True, metavar="DURATION", help="e.g. 7d, 12h")
     return parser
 
 
@@ -54,12 +83,94 @@ def _wallet(settings: Settings, action: str) -> int:
     return 0
 
 
+async def _streams(settings: Settings, watch: float | None) -> int:
+    from pipeline.ops.streams import report
+
+    redis = create_redis(settings)
+    try:
+        while True:
+            text = await report(redis)
+            if watch is None:
+                print(text)
+                return 0
+            print("\033[2J\033[H" + text, flush=True)
+            await asyncio.sleep(watch)
+    finally:
+        await redis.aclose()
+
+
+async def _replay(settings: Settings, args: argparse.Namespace) -> int:
+    from tortoise import Tortoise
+
+    from pipeline.ops.replay import ReplayError, plan_range, plan_trade, publish_plan
+    from shared.db.config import tortoise_config
+
+    redis = create_redis(settings)
+    await Tortoise.init(config=tortoise_config(settings))
+    try:
+        if args.trade:
+            plan = await plan_trade(redis, args.trade, new_trade=args.as_new_trade)
+        else:
+            plan = await plan_range(
+                redis, args.stream, args.start, args.end, new_trade=args.as_new_trade
+            )
+        for stream, fields in plan:
+            print(
+                f"{'would publish' if args.dry_run else 'publish'} {stream} "
+                f"trade={fields['trade_id']} type={fields.get('type')}"
+            )
+        if not args.dry_run:
+            ids = await publish_plan(redis, plan, maxlen=settings.stream_maxlen)
+            print(f"published {len(ids)} entries: {', '.join(ids)}")
+    except ReplayError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await redis.aclose()
+        await Tortoise.close_connections()
+    return 0
+
+
+async def _dead_letter(settings: Settings, args: argparse.Namespace) -> int:
+    from pipeline.ops import deadletters as dl
+
+    redis = create_redis(settings)
+    try:
+        if args.action == "list":
+            letters = await dl.list_letters(redis, args.count)
+            for entry_id, letter in letters:
+                print(dl.describe(entry_id, letter))
+            print(f"{len(letters)} shown, {await dl.count(redis)} in total")
+        elif args.action == "show":
+            letter = await dl.get_letter(redis, args.entry_id)
+            for key, value in letter.items():
+                print(f"{key}: {value}")
+        elif args.action == "requeue":
+            new_id = await dl.requeue(redis, args.entry_id, maxlen=settings.stream_maxlen)
+            print(f"requeued {args.entry_id} as {new_id}")
+        else:
+            removed = await dl.purge(redis, dl.parse_duration(args.older_than))
+            print(f"purged {removed} dead letters older than {args.older_than}")
+    except dl.DeadLetterError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await redis.aclose()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     settings = get_settings()
     configure_logging(settings)
     if args.command == "wallet":
         return _wallet(settings, args.action)
+    if args.command == "streams":
+        return asyncio.run(_streams(settings, args.watch))
+    if args.command == "replay":
+        return asyncio.run(_replay(settings, args))
+    if args.command == "dead-letter":
+        return asyncio.run(_dead_letter(settings, args))
     stages = [name.strip() for name in args.stages.split(",") if name.strip()]
     unknown = set(stages) - set(STAGE_NAMES)
     if unknown or not stages:

@@ -9,8 +9,7 @@ from redis.asyncio import Redis
 
 from pipeline.clients.datura import Loader, Tweet, TweetBatch
 from shared.cache import TwoLevelCache
-
-KEY_PREFIX = "cache:tweets:"
+from shared.constants import KEY_TWEETS_CACHE
 
 
 def _dump(batch: TweetBatch) -> dict[str, Any]:
@@ -42,7 +41,9 @@ class RedisTweetCache:
     """`TweetCache` over the shared two-level cache (process LRU + Redis, single-flight)."""
 
     def __init__(self, redis: Redis, *, ttl_s: int) -> None:
-        self._cache = TwoLevelCache(redis, prefix=KEY_PREFIX, ttl_s=max(ttl_s, 1), max_local=1024)
+        self._cache = TwoLevelCache(
+            redis, prefix=KEY_TWEETS_CACHE, ttl_s=max(ttl_s, 1), max_local=1024
+        )
 
     async def get_or_load(self, netuid: int, loader: Loader) -> TweetBatch:
         async def load() -> dict[str, Any]:

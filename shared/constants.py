@@ -26,6 +26,10 @@ KEY_TRADE_COOLDOWN: Final = "trade:cooldown:"
 KEY_RATE_LIMIT: Final = "ratelimit:"
 KEY_TRADED_PAIRS: Final = "trade:pairs"
 KEY_WORKER_HEALTH: Final = "health:worker:"
+KEY_TWEETS_CACHE: Final = "cache:tweets:"
+KEY_COLDKEY_LOCK: Final = "lock:coldkey:"
+KEY_SCHEDULE_RUNS: Final = "schedule:runs"
+KEY_SCHEDULE_LAST: Final = "schedule:last_run"
 
 RATE_LIMIT_WINDOW_S: Final = 60
 EVENT_VERSION: Final = 1

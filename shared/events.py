@@ -83,6 +83,7 @@ class DividendRequested(Event):
     dividend: int | None = None
     unit: str | None = None
     block: int | None = None
+    replay_of: str | None = None  # the trade this one re-runs (replay --as-new-trade)
 
 
 class TweetsFetched(Event):

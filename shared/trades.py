@@ -18,7 +18,7 @@ from shared.errors import RedisUnavailable
 from shared.events import DividendRequested
 
 # KEYS: cooldown key, stream, traded-pairs zset.
-# ARGV: trade_id, cooldown ms, maxlen, pair member, now (s), field/value pairs...
+# ARGV: trade_id, cooldown ms, maxlen, pair member ('' = do not track), now (s), fields...
 _RESERVE_AND_PUBLISH = """
 local existing = redis.call('GET', KEYS[1])
 if existing then
@@ -26,7 +26,9 @@ if existing then
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', unpack(ARGV, 6))
-redis.call('ZADD', KEYS[3], ARGV[5], ARGV[4])
+if ARGV[4] ~= '' then
+  redis.call('ZADD', KEYS[3], ARGV[5], ARGV[4])
+end
 return {1, ARGV[1], id}
 """
 
@@ -57,11 +59,14 @@ class TradeTrigger:
 
     async def trigger(self, event: DividendRequested) -> TriggerResult:
         """Enqueue `event` unless a trade for its pair is inside the cooldown."""
+        # Pairs traded by people are tracked for re-scoring; the schedule's own trades are not,
+        # or one request would keep its pair tracked forever.
+        tracked = event.source in ("api", "manual")
         args: list[str | int | float] = [
             event.trade_id,
             self._cooldown_ms,
             self._maxlen,
-            pair_member(event.netuid, event.hotkey),
+            pair_member(event.netuid, event.hotkey) if tracked else "",
             time.time(),
         ]
         for name, value in event.to_fields().items():

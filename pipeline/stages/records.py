@@ -33,6 +33,7 @@ async def ensure_trade(event: Event) -> Trade:
             "source": event.source,
             "request_id": getattr(event, "request_id", None),
             "requested_by": getattr(event, "requested_by", None),
+            "replay_of": getattr(event, "replay_of", None),
         },
     )
     return trade

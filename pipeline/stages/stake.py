@@ -32,6 +32,7 @@ from pipeline.stages.decision import Decision, alpha_for_tao, decide, tao
 from pipeline.stages.records import Publisher, ensure_trade, parse_event, set_status
 from pipeline.worker import Retry, StreamEntry
 from shared.chain.staking_types import AccountState, StakeClient, StakeOutcome
+from shared.constants import KEY_COLDKEY_LOCK
 from shared.db.models import StakeAction, Trade
 from shared.errors import ChainError
 from shared.events import SentimentScored, StakeExecuted
@@ -95,7 +96,7 @@ class StakeStage:
             return
         staker = self._staker
         lock = self._redis.lock(
-            f"lock:coldkey:{staker.coldkey}", timeout=LOCK_TTL_S, blocking_timeout=30
+            f"{KEY_COLDKEY_LOCK}{staker.coldkey}", timeout=LOCK_TTL_S, blocking_timeout=30
         )
         try:
             acquired = await lock.acquire()

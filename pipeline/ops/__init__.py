@@ -1,0 +1,1 @@
+"""Operator tools: stream inspection, replay and dead-letter handling."""

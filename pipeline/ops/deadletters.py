@@ -1,0 +1,77 @@
+"""`python -m pipeline dead-letter list | show ID | requeue ID | purge --older-than 7d`."""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+
+from shared.constants import STREAM_DEAD_LETTER
+
+_DURATION = re.compile(r"^(\d+)([smhd])$")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class DeadLetterError(Exception):
+    pass
+
+
+def parse_duration(text: str) -> int:
+    match = _DURATION.match(text.strip())
+    if not match:
+        raise DeadLetterError(f"bad duration {text!r}: use e.g. 90s, 30m, 12h, 7d")
+    return int(match.group(1)) * _UNIT_S[match.group(2)]
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _decode(fields: Any) -> dict[str, str]:
+    return {_text(k): _text(v) for k, v in fields.items()}
+
+
+async def list_letters(redis: Redis, count: int = 50) -> list[tuple[str, dict[str, str]]]:
+    entries = await redis.xrevrange(STREAM_DEAD_LETTER, count=count) or []
+    return [(_text(eid), _decode(f)) for eid, f in entries if f is not None]
+
+
+async def get_letter(redis: Redis, entry_id: str) -> dict[str, str]:
+    entries = await redis.xrange(STREAM_DEAD_LETTER, min=entry_id, max=entry_id) or []
+    if not entries or entries[0][1] is None:
+        raise DeadLetterError(f"no dead letter {entry_id}")
+    return _decode(entries[0][1])
+
+
+async def requeue(redis: Redis, entry_id: str, *, maxlen: int) -> str:
+    """Put the original entry back on its stream (same trade_id, so the stages' idempotency
+    holds) and remove the dead letter, atomically."""
+    letter = await get_letter(redis, entry_id)
+    original = orjson.loads(letter["original"])
+    if not isinstance(original, dict) or not letter.get("stream"):
+        raise DeadLetterError(f"dead letter {entry_id} has no original entry to requeue")
+    pipe = redis.pipeline(transaction=True)
+    pipe.xadd(letter["stream"], original, maxlen=maxlen, approximate=True)
+    pipe.xdel(STREAM_DEAD_LETTER, entry_id)
+    new_id, _ = await pipe.execute()
+    return new_id.decode() if isinstance(new_id, bytes) else str(new_id)
+
+
+async def count(redis: Redis) -> int:
+    return int(await redis.xlen(STREAM_DEAD_LETTER))
+
+
+async def purge(redis: Redis, older_than_s: int) -> int:
+    cutoff_ms = int((time.time() - older_than_s) * 1000)
+    return int(await redis.xtrim(STREAM_DEAD_LETTER, minid=f"{cutoff_ms}-0", approximate=False))
+
+
+def describe(entry_id: str, letter: dict[str, str]) -> str:
+    error = letter.get("error", "")
+    return (
+        f"{entry_id}  {letter.get('stream', '?')}  trade={letter.get('trade_id', '-')}  "
+        f"deliveries={letter.get('deliveries', '?')}  {error[:100]}"
+    )

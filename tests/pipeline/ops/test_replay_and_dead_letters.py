@@ -1,0 +1,115 @@
+"""Replay never stakes twice; --as-new-trade stakes once more; a requeued dead letter
+completes once. Real Redis, PostgreSQL and stage worker; fakes at the edges."""
+
+from __future__ import annotations
+
+import pytest
+from redis.asyncio import Redis
+
+from pipeline.ops import deadletters
+from pipeline.ops.replay import ReplayError, plan_range, plan_trade, publish_plan
+from shared.bus import publish
+from shared.constants import STREAM_DEAD_LETTER, STREAM_STAKE_EXECUTED
+from shared.db.models import StakeAction, Trade
+from shared.events import DividendRequested
+from shared.ids import new_id
+from shared.settings import Settings
+from tests.fakes import Reply
+from tests.fakes.chain import ALICE
+from tests.fakes.datura import FakeDatura
+from tests.fakes.staker import FakeStaker
+from tests.pipeline.conftest import eventually, running_worker
+
+
+async def _settled(trade_id: str) -> StakeAction | None:
+    row = await StakeAction.get_or_none(trade_id=trade_id)
+    return row if row is not None and row.status not in {"submitting", "unknown"} else None
+
+
+async def _executed_count(redis: Redis) -> int:
+    return int(await redis.xlen(STREAM_STAKE_EXECUTED))
+
+
+async def test_replay_of_a_completed_trade_and_as_new_trade(
+    orm: str, redis: Redis, pipeline_settings: Settings
+) -> None:
+    staker = FakeStaker()
+    trade_id = new_id()
+    async with running_worker(pipeline_settings, staker):
+        await publish(
+            redis,
+            DividendRequested(trade_id=trade_id, netuid=3, hotkey=ALICE, source="api"),
+            maxlen=1000,
+        )
+        await eventually(lambda: _settled(trade_id))
+        assert len(staker.extrinsics) == 1
+
+        plan = await plan_trade(redis, trade_id, new_trade=False)
+        assert [f["trade_id"] for _, f in plan] == [trade_id]
+        assert plan[0][1]["source"] == "replay"
+        await publish_plan(redis, plan, maxlen=1000)
+
+        async def replayed() -> bool:
+            return await _executed_count(redis) == 2
+
+        await eventually(replayed)
+        assert len(staker.extrinsics) == 1  # the replay changed nothing on chain
+        [_, (_, again)] = await redis.xrange(STREAM_STAKE_EXECUTED)
+        assert b"already executed" in again[b"reason"] and again[b"source"] == b"replay"
+
+        fresh = await plan_trade(redis, trade_id, new_trade=True)
+        new_trade_id = fresh[0][1]["trade_id"]
+        assert new_trade_id != trade_id
+        await publish_plan(redis, fresh, maxlen=1000)
+        await eventually(lambda: _settled(new_trade_id))
+    assert len(staker.extrinsics) == 2
+    new_trade = await Trade.get(trade_id=new_trade_id)
+    assert new_trade.replay_of == trade_id and new_trade.source == "replay"
+
+
+async def test_replay_range_and_dry_run_inputs(orm: str, redis: Redis) -> None:
+    with pytest.raises(ReplayError):
+        await plan_trade(redis, "missing", new_trade=False)
+    with pytest.raises(ReplayError):
+        await plan_range(redis, "stream:nope", "-", "+", new_trade=False)
+    event = DividendRequested(trade_id="t-range", netuid=1, hotkey=ALICE, source="api")
+    first = await publish(redis, event, maxlen=100)
+    plan = await plan_range(redis, event.stream, first, "+", new_trade=False)
+    assert len(plan) == 1 and plan[0][1]["replay_of"] == "t-range"
+
+
+async def test_requeued_dead_letter_completes_once(
+    orm: str, redis: Redis, pipeline_settings: Settings, datura: FakeDatura
+) -> None:
+    staker = FakeStaker()
+    settings = pipeline_settings.model_copy(update={"datura_timeout_s": 0.1, "http_max_retries": 0})
+    datura.script(*[Reply(delay_s=0.3)] * 3)  # Datura down for the first three tries
+    trade_id = new_id()
+    async with running_worker(settings, staker):
+        await publish(
+            redis,
+            DividendRequested(trade_id=trade_id, netuid=3, hotkey=ALICE, source="api"),
+            maxlen=1000,
+        )
+
+        async def dead() -> list[tuple[str, dict[str, str]]]:
+            return await deadletters.list_letters(redis)
+
+        [(letter_id, letter)] = await eventually(dead)
+        assert letter["trade_id"] == trade_id and letter["stream"] == "stream:dividend_requested"
+        await deadletters.requeue(redis, letter_id, maxlen=1000)
+        assert await redis.xlen(STREAM_DEAD_LETTER) == 0
+        action = await eventually(lambda: _settled(trade_id))
+    assert action.status == "succeeded" and len(staker.extrinsics) == 1
+
+
+async def test_purge_and_durations(redis: Redis) -> None:
+    await redis.xadd(STREAM_DEAD_LETTER, {"error": "old"}, id="1000-0")
+    await redis.xadd(STREAM_DEAD_LETTER, {"error": "new"})
+    assert await deadletters.purge(redis, deadletters.parse_duration("1h")) == 1
+    assert [f["error"] for _, f in await deadletters.list_letters(redis)] == ["new"]
+    assert deadletters.parse_duration("7d") == 604800
+    with pytest.raises(deadletters.DeadLetterError):
+        deadletters.parse_duration("soon")
+    with pytest.raises(deadletters.DeadLetterError):
+        await deadletters.get_letter(redis, "1-0")
