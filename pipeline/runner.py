@@ -21,11 +21,13 @@ from pipeline.stages.stake import StakeStage
 from pipeline.stages.tweets import TweetsStage
 from pipeline.tweet_cache import RedisTweetCache
 from pipeline.worker import Stage, Worker
+from shared.cache import TwoLevelCache
 from shared.chain.staking_types import StakeClient
 from shared.constants import (
     GROUP_SENTIMENT,
     GROUP_STAKE,
     GROUP_TWEETS,
+    KEY_SCORE_CACHE,
     STREAM_DIVIDEND_REQUESTED,
     STREAM_SENTIMENT_SCORED,
     STREAM_TWEETS_FETCHED,
@@ -109,7 +111,15 @@ async def build_worker(
                 )
             if "sentiment" in stages:
                 scorer = SentimentScorer.from_settings(settings, chutes)
-                sentiment = SentimentStage(scorer, publish)
+                score_cache = None
+                if settings.tweet_cache_ttl_s >= 1:
+                    score_cache = TwoLevelCache(
+                        client,
+                        prefix=KEY_SCORE_CACHE,
+                        ttl_s=int(settings.tweet_cache_ttl_s),
+                        max_local=1024,
+                    )
+                sentiment = SentimentStage(scorer, publish, cache=score_cache)
                 built.append(
                     Stage("sentiment", STREAM_TWEETS_FETCHED, GROUP_SENTIMENT, sentiment.handle)
                 )

@@ -11,6 +11,7 @@ from pipeline.worker import Drop, StreamEntry
 from shared.bus import publish
 from shared.db.models import Trade
 from shared.events import Event
+from shared.ids import utcnow
 
 E = TypeVar("E", bound=Event)
 
@@ -23,27 +24,27 @@ def parse_event(cls: type[E], entry: StreamEntry) -> E:
         raise Drop(f"malformed {cls.TYPE} entry: {exc}") from exc
 
 
-async def ensure_trade(event: Event) -> Trade:
-    """The trade's row, created from the event if this is the first time it is seen."""
-    trade, _ = await Trade.get_or_create(
+async def ensure_trade(event: Event) -> str:
+    """Record the trade if this is the first time it is seen (one INSERT … ON CONFLICT DO
+    NOTHING); returns its id."""
+    trade = Trade(
         trade_id=event.trade_id,
-        defaults={
-            "netuid": event.netuid,
-            "hotkey": event.hotkey,
-            "source": event.source,
-            "request_id": getattr(event, "request_id", None),
-            "requested_by": getattr(event, "requested_by", None),
-            "replay_of": getattr(event, "replay_of", None),
-        },
+        netuid=event.netuid,
+        hotkey=event.hotkey,
+        source=event.source,
+        request_id=getattr(event, "request_id", None),
+        requested_by=getattr(event, "requested_by", None),
+        replay_of=getattr(event, "replay_of", None),
     )
-    return trade
+    await Trade.bulk_create([trade], ignore_conflicts=True)
+    return event.trade_id
 
 
-async def set_status(trade: Trade, status: str, reason: str | None = None) -> None:
-    trade.status = status
+async def set_status(trade_id: str, status: str, reason: str | None = None) -> None:
+    values: dict[str, object] = {"status": status, "updated_at": utcnow()}
     if reason is not None:
-        trade.reason = reason
-    await trade.save(update_fields=["status", "reason", "updated_at"])
+        values["reason"] = reason
+    await Trade.filter(trade_id=trade_id).update(**values)
 
 
 class Publisher:

@@ -2,20 +2,49 @@
 
 from __future__ import annotations
 
+import hashlib
+from typing import Any
+
+import orjson
 from loguru import logger
 
 from pipeline.clients.datura import Tweet
 from pipeline.sentiment.scorer import SentimentScorer
 from pipeline.stages.records import Publisher, ensure_trade, parse_event, set_status
 from pipeline.worker import StreamEntry
+from shared.cache import TwoLevelCache
 from shared.db.models import SentimentScore
 from shared.events import SentimentScored, TweetsFetched
 
 
 class SentimentStage:
-    def __init__(self, scorer: SentimentScorer, publish: Publisher) -> None:
+    def __init__(
+        self, scorer: SentimentScorer, publish: Publisher, *, cache: TwoLevelCache | None = None
+    ) -> None:
         self._scorer = scorer
         self._publish = publish
+        self._cache = cache
+
+    async def _score(self, netuid: int, tweets: list[Tweet]) -> dict[str, Any]:
+        """Score once per (subnet, tweets) for a short while: at temperature 0 the same input
+        gives the same answer, so a burst of trades for one subnet costs one LLM call."""
+
+        async def score() -> dict[str, Any]:
+            result = await self._scorer.score(netuid, tweets)
+            return {
+                "score": result.score,
+                "backend": result.backend,
+                "model": result.model,
+                "reason": result.reason,
+                "fallback_reason": result.fallback_reason,
+            }
+
+        if self._cache is None:
+            return await score()
+        digest = hashlib.sha256(orjson.dumps([[t.id, t.text] for t in tweets])).hexdigest()[:32]
+        cached = await self._cache.get_or_load(f"{netuid}:{digest}", score)
+        value: dict[str, Any] = cached.value
+        return value
 
     async def handle(self, entry: StreamEntry) -> None:
         event = parse_event(TweetsFetched, entry)
@@ -27,18 +56,12 @@ class SentimentStage:
                 Tweet(id=t.get("id"), text=str(t.get("text", "")), username=t.get("username"))
                 for t in event.tweets
             ]
-            result = await self._scorer.score(event.netuid, tweets)
+            result = await self._score(event.netuid, tweets)
             stored = await SentimentScore.create(
-                trade_id=event.trade_id,
-                netuid=event.netuid,
-                score=result.score,
-                backend=result.backend,
-                model=result.model,
-                reason=result.reason,
-                fallback_reason=result.fallback_reason,
+                trade_id=event.trade_id, netuid=event.netuid, **result
             )
             await set_status(trade, "scored")
-            log.info("scored {} with {} ({})", result.score, result.backend, result.reason)
+            log.info("scored {score} with {backend} ({reason})", **result)
         else:
             log.info("score already stored for this trade; publishing it again")
         await self._publish(

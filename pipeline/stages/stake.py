@@ -33,7 +33,7 @@ from pipeline.stages.records import Publisher, ensure_trade, parse_event, set_st
 from pipeline.worker import Retry, StreamEntry
 from shared.chain.staking_types import AccountState, StakeClient, StakeOutcome
 from shared.constants import KEY_COLDKEY_LOCK
-from shared.db.models import StakeAction, Trade
+from shared.db.models import StakeAction
 from shared.errors import ChainError
 from shared.events import SentimentScored, StakeExecuted
 from shared.ids import utcnow
@@ -64,7 +64,7 @@ class StakeStage:
 
     async def handle(self, entry: StreamEntry) -> None:
         event = parse_event(SentimentScored, entry)
-        trade = await ensure_trade(event)
+        ref = await ensure_trade(event)
         action = await StakeAction.get_or_none(trade_id=event.trade_id)
         if action is not None and action.status in TERMINAL:
             logger.bind(trade_id=event.trade_id).info(
@@ -73,25 +73,25 @@ class StakeStage:
             await self._announce(event, action, note="already executed")
             return
         if action is not None and action.status in UNSETTLED:
-            await self._reconcile(event, trade, action)
+            await self._reconcile(event, ref, action)
             return
-        await self._execute(event, trade)
+        await self._execute(event, ref)
 
     # ------------------------------------------------------------------ decision
-    async def _execute(self, event: SentimentScored, trade: Trade) -> None:
+    async def _execute(self, event: SentimentScored, ref: str) -> None:
         settings = self._settings
         decision = decide(event.score, settings)
         if decision.direction == "none":
-            await self._finish(event, trade, decision, "skipped", decision.reason)
+            await self._finish(event, ref, decision, "skipped", decision.reason)
             return
         if not settings.staking_enabled:
             await self._finish(
-                event, trade, decision, "skipped", "staking disabled (STAKING_ENABLED=false)"
+                event, ref, decision, "skipped", "staking disabled (STAKING_ENABLED=false)"
             )
             return
         if self._staker is None:
             await self._finish(
-                event, trade, decision, "skipped", f"{self._wallet_problem}: nothing submitted"
+                event, ref, decision, "skipped", f"{self._wallet_problem}: nothing submitted"
             )
             return
         staker = self._staker
@@ -105,7 +105,7 @@ class StakeStage:
         if not acquired:
             raise Retry("another extrinsic of this coldkey is in flight", defer_s=5)
         try:
-            await self._submit(event, trade, decision, staker)
+            await self._submit(event, ref, decision, staker)
         finally:
             try:
                 await lock.release()
@@ -113,7 +113,7 @@ class StakeStage:
                 logger.warning("coldkey lock expired before release")
 
     async def _submit(
-        self, event: SentimentScored, trade: Trade, decision: Decision, staker: StakeClient
+        self, event: SentimentScored, ref: str, decision: Decision, staker: StakeClient
     ) -> None:
         if await StakeAction.exists(trade_id=event.trade_id):
             # Another consumer executed this trade while we waited for the coldkey lock.
@@ -132,7 +132,7 @@ class StakeStage:
             if spendable < decision.amount_rao:
                 await self._finish(
                     event,
-                    trade,
+                    ref,
                     decision,
                     "skipped",
                     f"insufficient free balance: {tao(account.free_rao)} TAO "
@@ -144,7 +144,7 @@ class StakeStage:
             if account.stake_rao <= 0:
                 await self._finish(
                     event,
-                    trade,
+                    ref,
                     decision,
                     "skipped",
                     f"nothing to unstake on netuid {event.netuid}",
@@ -158,7 +158,7 @@ class StakeStage:
             what = "add_stake" if decision.direction == "add" else "unstake"
             await self._finish(
                 event,
-                trade,
+                ref,
                 decision,
                 "dry_run",
                 f"STAKE_DRY_RUN: would {what} ({decision.reason})",
@@ -185,7 +185,7 @@ class StakeStage:
             raise Retry(
                 "stake action already being executed by another consumer", defer_s=2
             ) from exc
-        await set_status(trade, "submitting")
+        await set_status(ref, "submitting")
         log = logger.bind(trade_id=event.trade_id, stage="stake")
         log.info("submitting {} on netuid {}", decision.reason, event.netuid)
         try:
@@ -204,12 +204,12 @@ class StakeStage:
             reason = f"outcome unknown ({type(exc).__name__}: {exc}); will reconcile from chain"
             action.status, action.reason = "unknown", reason
             await action.save(update_fields=["status", "reason", "updated_at"])
-            await set_status(trade, "unknown", reason)
+            await set_status(ref, "unknown", reason)
             raise Retry(reason, defer_s=10) from exc
-        await self._record_outcome(event, trade, action, outcome)
+        await self._record_outcome(event, ref, action, outcome)
 
     async def _record_outcome(
-        self, event: SentimentScored, trade: Trade, action: StakeAction, outcome: StakeOutcome
+        self, event: SentimentScored, ref: str, action: StakeAction, outcome: StakeOutcome
     ) -> None:
         action.status = "succeeded" if outcome.success else "failed"
         action.success = outcome.success
@@ -222,14 +222,14 @@ class StakeStage:
         if not outcome.success:
             action.reason = f"chain rejected the extrinsic: {outcome.error_name or outcome.message}"
         await action.save()
-        await set_status(trade, action.status, action.reason)
+        await set_status(ref, action.status, action.reason)
         logger.bind(trade_id=event.trade_id, stage="stake").info(
             "{} {}: {}", action.direction, action.status, outcome.message
         )
         await self._announce(event, action)
 
     # ------------------------------------------------------------------ reconciliation
-    async def _reconcile(self, event: SentimentScored, trade: Trade, action: StakeAction) -> None:
+    async def _reconcile(self, event: SentimentScored, ref: str, action: StakeAction) -> None:
         log = logger.bind(trade_id=event.trade_id, stage="stake")
         if self._staker is None or action.nonce_before is None:
             raise Retry("cannot reconcile without a wallet and the recorded nonce", defer_s=30)
@@ -253,7 +253,7 @@ class StakeStage:
         else:
             raise Retry("outcome still unknown: the transaction may yet be included", defer_s=30)
         await action.save()
-        await set_status(trade, action.status, action.reason)
+        await set_status(ref, action.status, action.reason)
         log.warning("{}", action.reason)
         await self._announce(event, action)
 
@@ -261,7 +261,7 @@ class StakeStage:
     async def _finish(
         self,
         event: SentimentScored,
-        trade: Trade,
+        ref: str,
         decision: Decision,
         status: str,
         reason: str,
@@ -284,7 +284,7 @@ class StakeStage:
             )
         except IntegrityError as exc:
             raise Retry("stake action recorded concurrently; re-reading it", defer_s=1) from exc
-        await set_status(trade, status, reason)
+        await set_status(ref, status, reason)
         logger.bind(trade_id=event.trade_id, stage="stake").info("{}: {}", status, reason)
         await self._announce(event, action)
 

@@ -1,0 +1,209 @@
+"""Pipeline benchmark: trades/s through the tweets and sentiment stages with instant local
+fakes of Datura and Chutes, and hop latency, beside a raw redis-py XADD/XREADGROUP relay
+measured in the same run.
+
+    .venv/bin/python -m bench.pipeline [--trades 3000]   (as a module: bench/pipeline.py
+    would shadow the pipeline package if run as a script)
+
+Uses Redis at BENCH_REDIS_URL (default DB 14, flushed) and PostgreSQL at
+BENCH_DATABASE_URL (default database taostake_bench, created and migrated).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import time
+from datetime import datetime
+from urllib.parse import urlsplit
+
+import asyncpg
+from loguru import logger
+from redis.asyncio import Redis
+
+from pipeline.runner import StakeSetup, build_worker
+from shared.constants import STREAM_DIVIDEND_REQUESTED, STREAM_SENTIMENT_SCORED
+from shared.db.migrate import migrate_database
+from shared.events import DividendRequested
+from shared.ids import new_id
+from shared.settings import Settings
+from tests.fakes.chain import ALICE
+from tests.fakes.chutes import FakeChutes
+from tests.fakes.datura import FakeDatura
+
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
+DB_URL = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/taostake_bench")
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def raw_relay(redis: Redis, n: int) -> tuple[float, list[float]]:
+    """Anchor: XADD → XREADGROUP → XADD next stream → XACK, the bare cost of a hop."""
+    await redis.xgroup_create("bench:a", "g", id="0", mkstream=True)
+    hops: list[float] = []
+    done = asyncio.Event()
+
+    async def consume() -> None:
+        handled = 0
+        while handled < n:
+            reply = await redis.xreadgroup("g", "c", {"bench:a": ">"}, count=100, block=1000)
+            for _, entries in reply or []:
+                for entry_id, fields in entries:
+                    hops.append((time.perf_counter() - float(fields[b"t"])) * 1000)
+                    await redis.xadd("bench:b", {"t": fields[b"t"]})
+                    await redis.xack("bench:a", "g", entry_id)
+                    handled += 1
+        done.set()
+
+    consumer = asyncio.create_task(consume())
+    start = time.perf_counter()
+    for _ in range(n):
+        await redis.xadd("bench:a", {"t": repr(time.perf_counter())})
+    await done.wait()
+    elapsed = time.perf_counter() - start
+    await consumer
+    return n / elapsed, hops
+
+
+async def raw_paced(redis: Redis, n: int) -> list[float]:
+    """Anchor hop latency: one XADD → XREADGROUP at a time, 20 ms apart."""
+    await redis.xgroup_create("bench:p", "g", id="0", mkstream=True)
+    hops = []
+    for _ in range(n):
+        sent = time.perf_counter()
+        await redis.xadd("bench:p", {"t": "1"})
+        reply = await redis.xreadgroup("g", "c", {"bench:p": ">"}, count=1, block=1000)
+        hops.append((time.perf_counter() - sent) * 1000)
+        await redis.xack("bench:p", "g", reply[0][1][0][0])
+        await asyncio.sleep(0.02)
+    return hops
+
+
+async def prepare_db() -> str:
+    parts = urlsplit(DB_URL)
+    admin = await asyncpg.connect(parts._replace(path="/postgres").geturl())
+    name = parts.path.lstrip("/")
+    if await admin.fetchval("SELECT 1 FROM pg_database WHERE datname=$1", name):
+        await admin.execute(f'DROP DATABASE "{name}"')
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    await admin.close()
+    await migrate_database(Settings(_env_file=None), DB_URL)  # type: ignore[call-arg]
+    return DB_URL
+
+
+async def product(n: int, subnets: int, paced: int) -> tuple[float, list[float], list[float]]:
+    """Burst throughput over `n` trades, then hop latency over `paced` trades sent 20 ms
+    apart (latency under a burst is queueing time, not the cost of a hop)."""
+    async with (
+        FakeDatura(api_key="bench-datura") as datura,
+        FakeChutes(api_key="bench-chutes", content='{"score": 42}') as chutes,
+    ):
+        settings = Settings(  # type: ignore[call-arg]
+            _env_file=None,
+            redis_url=REDIS_URL,
+            database_url=await prepare_db(),
+            datura_api_key="bench-datura",
+            datura_base_url=datura.base_url,
+            chutes_api_key="bench-chutes",
+            chutes_base_url=chutes.base_url,
+            log_level="WARNING",
+            worker_concurrency=64,
+            db_pool_size=20,
+        )
+        redis = Redis.from_url(REDIS_URL)
+        async with build_worker(
+            settings, ("tweets", "sentiment"), block_ms=200, stake_setup=StakeSetup(None, "bench")
+        ) as worker:
+            runner = asyncio.create_task(worker.run())
+            start = time.perf_counter()
+            pipe = redis.pipeline(transaction=False)
+            for i in range(n):
+                event = DividendRequested(
+                    trade_id=new_id(), netuid=i % subnets, hotkey=ALICE, source="manual"
+                )
+                pipe.xadd(STREAM_DIVIDEND_REQUESTED, event.to_fields())  # type: ignore[arg-type]
+                if len(pipe) >= 500:
+                    await pipe.execute()
+            await pipe.execute()
+            while await redis.xlen(STREAM_SENTIMENT_SCORED) < n:
+                await asyncio.sleep(0.02)
+            elapsed = time.perf_counter() - start
+            for stream in (
+                STREAM_DIVIDEND_REQUESTED,
+                "stream:tweets_fetched",
+                STREAM_SENTIMENT_SCORED,
+            ):
+                await redis.xtrim(stream, maxlen=0)
+            for i in range(paced):
+                event = DividendRequested(
+                    trade_id=new_id(), netuid=i % subnets, hotkey=ALICE, source="manual"
+                )
+                await redis.xadd(STREAM_DIVIDEND_REQUESTED, event.to_fields())  # type: ignore[arg-type]
+                await asyncio.sleep(0.02)
+            while await redis.xlen(STREAM_SENTIMENT_SCORED) < paced:
+                await asyncio.sleep(0.02)
+            worker.stop()
+            await runner
+        hop1, hop2 = await hop_latencies(redis)
+        await redis.aclose()
+        return n / elapsed, hop1, hop2
+
+
+async def hop_latencies(redis: Redis) -> tuple[list[float], list[float]]:
+    """ms between a trade's events (occurred_at stamps, ms resolution)."""
+    stamps: dict[str, list[datetime]] = {}
+    for stream in (STREAM_DIVIDEND_REQUESTED, "stream:tweets_fetched", STREAM_SENTIMENT_SCORED):
+        for _, fields in await redis.xrange(stream):
+            at = datetime.fromisoformat(fields[b"occurred_at"].decode().replace("Z", "+00:00"))
+            stamps.setdefault(fields[b"trade_id"].decode(), []).append(at)
+    hop1 = [(s[1] - s[0]).total_seconds() * 1000 for s in stamps.values() if len(s) == 3]
+    hop2 = [(s[2] - s[1]).total_seconds() * 1000 for s in stamps.values() if len(s) == 3]
+    return hop1, hop2
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--trades", type=int, default=3000)
+    parser.add_argument("--subnets", type=int, default=64)
+    parser.add_argument("--paced", type=int, default=200)
+    args = parser.parse_args()
+    logger.remove()
+    redis = Redis.from_url(REDIS_URL)
+    await redis.flushdb()
+    raw_rate, _ = await raw_relay(redis, args.trades)
+    await redis.flushdb()
+    raw_hops = await raw_paced(redis, args.paced)
+    await redis.flushdb()
+    await redis.aclose()
+    rate, hop1, hop2 = await product(args.trades, args.subnets, args.paced)
+    print(
+        f"\nmachine: {os.cpu_count()} cores; {args.trades} trades over {args.subnets} subnets; "
+        "PostgreSQL + Redis on loopback; Datura/Chutes fakes answer instantly\n"
+    )
+    print(f"| {'measure':44} | {'value':>12} |")
+    print(f"|{'-' * 46}|{'-' * 14}|")
+    print(f"| {'anchor: raw XADD/XREADGROUP relay, entries/s':44} | {raw_rate:12.0f} |")
+    print(
+        f"| {'anchor: raw hop p50 / p99 (ms, paced)':44} | "
+        f"{pct(raw_hops, 0.5):5.2f} / {pct(raw_hops, 0.99):5.2f} |"
+    )
+    print(f"| {'pipeline: trades/s through tweets+sentiment':44} | {rate:12.0f} |")
+    print(f"| {'pipeline: ratio to the raw relay':44} | {rate / raw_rate:12.2f} |")
+    print(
+        f"| {'hop requested→tweets p50 / p99 (ms, paced)':44} | "
+        f"{statistics.median(hop1):5.1f} / {pct(hop1, 0.99):5.1f} |"
+    )
+    print(
+        f"| {'hop tweets→sentiment p50 / p99 (ms, paced)':44} | "
+        f"{statistics.median(hop2):5.1f} / {pct(hop2, 0.99):5.1f} |"
+    )
+    print("\n(goal from the issue: ≥ 1000 trades/s and hop p50 ≤ 2 ms on this machine)")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
