@@ -97,6 +97,14 @@ class SubtensorChain:
                 subtensor = sdk(network=self._network, websocket_shutdown_timer=None)
                 self._endpoint = str(subtensor.chain_endpoint)
                 await asyncio.wait_for(subtensor.initialize(), self._connect_timeout)
+                # initialize() leaves the metadata download and decode running in a task
+                # that the first read awaits; a read timeout would cancel it and wedge
+                # every later read at that block. Finish it here, under the connect bound.
+                substrate = subtensor.substrate
+                await asyncio.wait_for(
+                    substrate.init_runtime(block_hash=substrate.startup_block_hash),
+                    self._connect_timeout,
+                )
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # any failure to connect is retried with backoff
@@ -152,7 +160,12 @@ class SubtensorChain:
         except ChainError:
             raise
         except asyncio.CancelledError:
-            raise
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # we are being cancelled
+            # A task inside the SDK was cancelled, not us: never leak CancelledError.
+            self._reconnect(f"SDK task cancelled during {op}")
+            raise ChainUnavailable(f"chain {op} failed: SDK task cancelled") from None
         except Exception as exc:
             raise self._translate(op, exc) from exc
         self._timeouts_in_row = 0
@@ -216,12 +229,12 @@ class SubtensorChain:
         async def read(subtensor: Any) -> DividendSnapshot:
             block_hash, block = await self._pin(subtensor)
             storage = await self._storage(subtensor, block_hash)
-            value = await subtensor.substrate.query(
-                module=PALLET,
-                storage_function=storage,
-                params=[netuid, hotkey],
-                block_hash=block_hash,
+            # query_multi raises on a JSON-RPC error; substrate.query would decode an
+            # error answer as the storage default and report a dividend of 0.
+            key = await subtensor.substrate.create_storage_key(
+                PALLET, storage, [netuid, hotkey], block_hash=block_hash
             )
+            ((_, value),) = await subtensor.substrate.query_multi([key], block_hash=block_hash)
             amount = int(_scalar(value) or 0)
             return DividendSnapshot(
                 [DividendEntry(netuid, hotkey, amount)], storage, block, block_hash
