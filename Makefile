@@ -22,7 +22,7 @@ migrate: install
 run: install
 	$(BIN)/python scripts/services.py redis
 	$(BIN)/python -m shared.db.migrate
-	$(BIN)/python scripts/welcome.py
+	PYTHONPATH="$(CURDIR)" $(BIN)/python scripts/welcome.py
 	PATH="$(CURDIR)/$(BIN):$$PATH" PYTHONPATH="$(CURDIR)" $(BIN)/honcho start -f Procfile -p $(PORT)
 
 lint: install
