@@ -40,6 +40,8 @@ test: lint typecheck pytest
 
 bench: install
 	PYTHONPATH="$(CURDIR)" $(BIN)/python bench/gateway.py
+	$(BIN)/python -m bench.chain
+	$(BIN)/python -m bench.pipeline
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
