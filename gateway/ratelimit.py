@@ -34,6 +34,12 @@ class RateLimiter:
         self._pending: defaultdict[WindowKey, int] = defaultdict(int)
         self._global: dict[WindowKey, int] = {}
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+
+    def available(self, subject: str, kind: str, limit: int) -> bool:
+        """Whether one more request fits the window's budget (counts nothing)."""
+        key = (subject, kind, int(time.time() // self._window))
+        return self._global.get(key, 0) + self._pending.get(key, 0) < limit
 
     def allow(self, subject: str, kind: str, limit: int) -> bool:
         """Count one request if the window's budget allows it."""
@@ -59,16 +65,20 @@ class RateLimiter:
         self._task = asyncio.create_task(self._run(), name="ratelimit-sync")
 
     async def stop(self) -> None:
+        """Stop between syncs (never mid-sync, which would count a batch twice), then flush."""
+        self._stopping.set()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        with contextlib.suppress(RedisError, OSError):
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(self._task, 3)
+        with contextlib.suppress(RedisError, OSError, TimeoutError):
             await asyncio.wait_for(self.sync(), 2)
 
     async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._sync_s)
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self._sync_s)
+            if self._stopping.is_set():
+                return
             try:
                 await self.sync()
             except (RedisError, OSError) as exc:

@@ -3,6 +3,7 @@ on the way out."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -65,6 +66,12 @@ async def open_staker(settings: Settings) -> AsyncIterator[StakeSetup]:
             yield StakeSetup(staker, None)
     finally:
         await chain.close()
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 @contextlib.asynccontextmanager
@@ -131,6 +138,11 @@ async def build_worker(
                     client, setup.staker, publish, settings, wallet_problem=setup.problem
                 )
                 built.append(Stage("stake", STREAM_SENTIMENT_SCORED, GROUP_STAKE, stake.handle))
+                reconciler = asyncio.create_task(
+                    stake.run_reconciler(every_s=settings.stake_reconcile_every_s),
+                    name="stake-reconciler",
+                )
+                stack.push_async_callback(_cancel, reconciler)
             yield Worker(
                 client,
                 built,

@@ -30,7 +30,7 @@ from shared.ids import iso, new_id, utcnow
 from shared.logging import configure_logging
 from shared.redis import create_redis
 from shared.settings import Settings, get_settings
-from shared.ss58 import is_valid_ss58
+from shared.ss58 import normalize_ss58
 from shared.trades import TradeTrigger
 
 
@@ -44,9 +44,12 @@ class RescoreSummary:
 
 def parse_pair(text: str) -> tuple[int, str] | None:
     netuid_text, _, hotkey = text.strip().partition(":")
-    if not netuid_text.isdigit() or int(netuid_text) > 65535 or not is_valid_ss58(hotkey):
+    if not netuid_text.isdigit() or int(netuid_text) > 65535:
         return None
-    return int(netuid_text), hotkey
+    try:
+        return int(netuid_text), normalize_ss58(hotkey)
+    except ValueError:
+        return None
 
 
 async def tracked_pairs(

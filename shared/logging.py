@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import traceback
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -68,9 +69,16 @@ def _json_format(record: Record) -> str:
 def _text_format(record: Record) -> str:
     extra = " ".join(f"{k}={v}" for k, v in record["extra"].items() if k[0] != "_")
     record["extra"]["_kv"] = extra
+    tail = ""
+    exc = record["exception"]
+    if exc is not None:
+        # Rendered here, masked, rather than by loguru's {exception}, which is not.
+        lines = traceback.format_exception(exc.type, exc.value, exc.traceback)
+        record["extra"]["_exc"] = mask("".join(lines)).replace("{", "{{").replace("}", "}}")
+        tail = "{extra[_exc]}"
     return (
         "<green>{time:YYYY-MM-DDTHH:mm:ss.SSSZ}</green> <level>{level: <7}</level> "
-        "<cyan>{name}</cyan> {message} <dim>{extra[_kv]}</dim>\n{exception}"
+        "<cyan>{name}</cyan> {message} <dim>{extra[_kv]}</dim>\n" + tail
     )
 
 

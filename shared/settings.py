@@ -86,9 +86,13 @@ class Settings(BaseSettings):
     max_deliveries: int = Field(5, ge=1)
     worker_concurrency: int = Field(32, ge=1)
     worker_handler_timeout_s: float = Field(240.0, gt=0)
-    # Must exceed the handler timeout, or a slow but live handler's entry is taken over.
+    # Entries of a consumer silent this long are reclaimed; a running handler keeps its
+    # entries fresh, so this may be shorter than the handler timeout.
     worker_claim_idle_s: float = Field(300.0, gt=0)
     stake_submit_timeout_s: float = Field(120.0, gt=0)
+    # Unsettled stake actions older than submit timeout + margin are reconciled from chain.
+    stake_settle_margin_s: float = Field(30.0, ge=0)
+    stake_reconcile_every_s: float = Field(30.0, gt=0)
     stream_maxlen: int = Field(100_000, ge=100)
 
     # --- logging ---------------------------------------------------------------------------

@@ -60,3 +60,12 @@ def encode_ss58(account_id: bytes, ss58_format: int = 42) -> str:
         raise ValueError("expected a 32-byte account id and a one-byte SS58 format")
     payload = bytes([ss58_format]) + account_id
     return _b58encode(payload + _checksum(payload))
+
+
+def normalize_ss58(address: str) -> str:
+    """The address in the generic format 42 used by Bittensor.
+
+    One account has many valid SS58 spellings (one per network prefix); keys built from
+    addresses (cache, trade cooldown) must use one of them. ValueError if invalid.
+    """
+    return encode_ss58(decode_ss58(address), 42)

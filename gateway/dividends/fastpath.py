@@ -20,9 +20,9 @@ from __future__ import annotations
 from urllib.parse import parse_qsl
 
 from gateway.dividends.presenter import dividends_body, trade_fields
-from gateway.metrics import CACHE_LOOKUPS, FASTPATH_HITS
+from gateway.metrics import CACHE_LOOKUPS, FASTPATH_HITS, TRADES
 from gateway.state import AppState
-from shared.ss58 import is_valid_ss58
+from shared.ss58 import normalize_ss58
 
 PATH = "/api/v1/tao_dividends"
 _TRUE = {"true", "1"}
@@ -65,7 +65,10 @@ def _parse(raw: bytes) -> Query | None:
         netuid = int(text)
     if "hotkey" in seen:
         hotkey = seen["hotkey"]
-        if not is_valid_ss58(hotkey):
+        try:
+            if normalize_ss58(hotkey) != hotkey:
+                return None  # another spelling of the account: the router normalizes it
+        except ValueError:
             return None
     if "trade" in seen:
         flag = seen["trade"].lower()
@@ -99,10 +102,15 @@ def serve(
     if stamp is None:
         return None
     subject = caller.token_hash[:16]
-    if not state.limiter.allow(subject, "read", settings.rate_limit_per_min):
-        return None
-    if do_trade and not state.limiter.allow(subject, "trade", settings.trade_rate_limit_per_min):
-        return None
+    limiter = state.limiter
+    if not limiter.available(subject, "read", settings.rate_limit_per_min) or (
+        do_trade and not limiter.available(subject, "trade", settings.trade_rate_limit_per_min)
+    ):
+        return None  # the router answers 429 and counts it once
+    limiter.allow(subject, "read", settings.rate_limit_per_min)
+    if do_trade:
+        limiter.allow(subject, "trade", settings.trade_rate_limit_per_min)
+        TRADES.labels("cooldown").inc()
     memo_key = (
         query_string,
         stamp,

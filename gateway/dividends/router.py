@@ -10,7 +10,7 @@ from gateway.deps import CallerDep, RequestIdDep, StateDep
 from gateway.dividends.presenter import dividends_body, trade_fields
 from gateway.dividends.schemas import DividendCollectionResponse, DividendResponse
 from shared.errors import AppError
-from shared.ss58 import is_valid_ss58
+from shared.ss58 import normalize_ss58
 
 router = APIRouter(prefix="/api/v1", tags=["dividends"])
 
@@ -49,8 +49,13 @@ async def tao_dividends(
         Query(description="Enqueue the sentiment-driven stake trade (default TRADE_BY_DEFAULT)."),
     ] = None,
 ) -> DividendResponse | DividendCollectionResponse:
-    if hotkey is not None and not is_valid_ss58(hotkey):
-        raise InvalidHotkey("hotkey: not a valid SS58 address (bad characters, length or checksum)")
+    if hotkey is not None:
+        try:
+            hotkey = normalize_ss58(hotkey)
+        except ValueError as exc:
+            raise InvalidHotkey(
+                "hotkey: not a valid SS58 address (bad characters, length or checksum)"
+            ) from exc
     settings = state.settings
     do_trade = settings.trade_by_default if trade is None else trade
     if do_trade:

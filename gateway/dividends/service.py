@@ -17,6 +17,7 @@ from shared.singleflight import SingleFlight
 from shared.trades import TradeTrigger, TriggerResult
 
 MAX_REMEMBERED_PAIRS = 10_000
+DEADLINE_MARGIN_S = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,8 +85,9 @@ class DividendsService:
             else:
                 read = self._chain.all_dividends()
             try:
-                # The chain client bounds each call too; this deadline holds for any client.
-                snapshot = await asyncio.wait_for(read, self._timeout)
+                # The chain client bounds each call itself (and counts its timeouts to
+                # reconnect a stuck socket); this later deadline holds for any client.
+                snapshot = await asyncio.wait_for(read, self._timeout + DEADLINE_MARGIN_S)
             except TimeoutError as exc:
                 CHAIN_READS.labels(kind, "chain_timeout").inc()
                 raise ChainTimeout(f"chain did not answer within {self._timeout:g}s") from exc
@@ -114,7 +116,6 @@ class TradeService:
         now = time.monotonic()
         if known is None or known[0] <= now:
             return None
-        TRADES.labels("cooldown").inc()
         return TriggerResult(False, known[1], cooldown_left_s=known[0] - now)
 
     async def request(
@@ -128,6 +129,7 @@ class TradeService:
     ) -> TriggerResult:
         known = self.peek(netuid, hotkey)
         if known is not None:
+            TRADES.labels("cooldown").inc()
             return known
         entry = None
         if view is not None:
@@ -150,15 +152,18 @@ class TradeService:
         pair = (event.netuid, event.hotkey)
         known = self.peek(*pair)
         if known is not None:
+            TRADES.labels("cooldown").inc()
             return known
         result = await self._flight.do(pair, lambda: self._trigger.trigger(event))
-        if result.trade_id != event.trade_id:
-            # Another request's trigger (or another process) owns this pair right now.
-            result = TriggerResult(False, result.trade_id, cooldown_left_s=result.cooldown_left_s)
         left = self._trigger.cooldown_s if result.enqueued else result.cooldown_left_s
+        if result.trade_id != event.trade_id:
+            # This request joined another request's trigger: that one enqueued the trade.
+            result = TriggerResult(False, result.trade_id, cooldown_left_s=left)
         now = time.monotonic()
         if len(self._cooling) > MAX_REMEMBERED_PAIRS:
             self._cooling = {p: v for p, v in self._cooling.items() if v[0] > now}
-        self._cooling[pair] = (now + left, result.trade_id)
+        known_until = self._cooling.get(pair, (0.0, ""))[0]
+        if now + left > known_until:
+            self._cooling[pair] = (now + left, result.trade_id)
         TRADES.labels("enqueued" if result.enqueued else "cooldown").inc()
         return result

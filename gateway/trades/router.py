@@ -13,7 +13,7 @@ from gateway.trades.schemas import StakeActionPage, TradeOut, TradeRequest, Trad
 from shared.errors import AppError
 from shared.events import DividendRequested
 from shared.ids import new_id
-from shared.ss58 import is_valid_ss58
+from shared.ss58 import normalize_ss58
 
 router = APIRouter(prefix="/api/v1", tags=["trades"])
 
@@ -21,6 +21,13 @@ router = APIRouter(prefix="/api/v1", tags=["trades"])
 class InvalidInput(AppError):
     status = 422
     code = "validation_error"
+
+
+def _hotkey(value: str) -> str:
+    try:
+        return normalize_ss58(value)
+    except ValueError as exc:
+        raise InvalidInput("hotkey: not a valid SS58 address") from exc
 
 
 @router.get(
@@ -45,8 +52,8 @@ async def stake_actions(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page")] = None,
 ) -> StakeActionPage:
-    if hotkey is not None and not is_valid_ss58(hotkey):
-        raise InvalidInput("hotkey: not a valid SS58 address")
+    if hotkey is not None:
+        hotkey = _hotkey(hotkey)
     if cursor is not None and not cursor.isdigit():
         raise InvalidInput("cursor: not a cursor returned by this endpoint")
     return await service.list_stake_actions(
@@ -68,19 +75,18 @@ async def stake_actions(
 async def trigger_trade(
     body: TradeRequest, state: StateDep, caller: CallerDep, request_id: RequestIdDep
 ) -> TradeTriggered:
-    if not is_valid_ss58(body.hotkey):
-        raise InvalidInput("hotkey: not a valid SS58 address")
+    hotkey = _hotkey(body.hotkey)
     state.limiter.hit(caller.token_hash[:16], "trade", state.settings.trade_rate_limit_per_min)
     event = DividendRequested(
         trade_id=new_id(),
         netuid=body.netuid,
-        hotkey=body.hotkey,
+        hotkey=hotkey,
         source="manual",
         request_id=request_id,
         requested_by=caller.name,
     )
     result = await state.trades.trigger(event)
-    fields = trade_fields(result, body.netuid, body.hotkey)
+    fields = trade_fields(result, body.netuid, hotkey)
     return TradeTriggered(
         trade_id=result.trade_id,
         stake_tx_triggered=result.enqueued,

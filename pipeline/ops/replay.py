@@ -96,7 +96,14 @@ async def plan_range(
     entries = await entries_between(redis, stream, start, end)
     if not entries:
         raise ReplayError(f"no entries in {stream} between {start} and {end}")
-    return [(stream, as_replay(fields, new_trade=new_trade)) for _, fields in entries]
+    if new_trade:
+        # A stream can hold one trade's event more than once (redeliveries republish):
+        # one original trade must become exactly one new trade.
+        first: dict[str, dict[str, str]] = {}
+        for _, fields in entries:
+            first.setdefault(fields.get("trade_id", ""), fields)
+        return [(stream, as_replay(fields, new_trade=True)) for fields in first.values()]
+    return [(stream, as_replay(fields, new_trade=False)) for _, fields in entries]
 
 
 async def publish_plan(

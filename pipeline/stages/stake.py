@@ -21,6 +21,9 @@ Safety rules (the stage acts with real money):
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 from loguru import logger
@@ -33,7 +36,7 @@ from pipeline.stages.records import Publisher, ensure_trade, parse_event, set_st
 from pipeline.worker import Retry, StreamEntry
 from shared.chain.staking_types import AccountState, StakeClient, StakeOutcome
 from shared.constants import KEY_COLDKEY_LOCK
-from shared.db.models import StakeAction
+from shared.db.models import StakeAction, Trade
 from shared.errors import ChainError
 from shared.events import SentimentScored, StakeExecuted
 from shared.ids import utcnow
@@ -43,7 +46,6 @@ TERMINAL = {"succeeded", "failed", "skipped", "dry_run"}
 UNSETTLED = {"submitting", "unknown"}
 ERA_PERIOD_BLOCKS = 128  # bittensor's DEFAULT_PERIOD: an unincluded extrinsic dies after it
 ERA_MARGIN_BLOCKS = 4
-LOCK_TTL_S = 600
 
 
 class StakeStage:
@@ -57,6 +59,18 @@ class StakeStage:
         wallet_problem: str | None = None,
     ) -> None:
         self._redis = redis
+        self._settle_margin_s = settings.stake_settle_margin_s
+        # A live holder needs at most one account read and one submit; a crashed holder's
+        # lock must expire by the time its row is due for reconciliation, or the trade stays
+        # unsettled (and the coldkey blocked) for as long as the TTL.
+        self._lock_ttl_s = (
+            settings.chain_timeout_s + settings.stake_submit_timeout_s + self._settle_margin_s
+        )
+        self._local_locks: dict[str, asyncio.Lock] = {}
+        # Wait for the coldkey as long as the handler's time allows after its own submit.
+        self._lock_wait_s = max(
+            5.0, settings.worker_handler_timeout_s - settings.stake_submit_timeout_s - 10
+        )
         self._staker = staker
         self._publish = publish
         self._settings = settings
@@ -73,7 +87,11 @@ class StakeStage:
             await self._announce(event, action, note="already executed")
             return
         if action is not None and action.status in UNSETTLED:
-            await self._reconcile(event, ref, action)
+            # Submitted, outcome not known yet: the reconciler settles it from chain state
+            # once the submission can no longer be running. Never submit again.
+            logger.bind(trade_id=event.trade_id).info(
+                "stake action {} is being settled by the reconciler", action.status
+            )
             return
         await self._execute(event, ref)
 
@@ -95,22 +113,33 @@ class StakeStage:
             )
             return
         staker = self._staker
-        lock = self._redis.lock(
-            f"{KEY_COLDKEY_LOCK}{staker.coldkey}", timeout=LOCK_TTL_S, blocking_timeout=30
-        )
-        try:
-            acquired = await lock.acquire()
-        except LockError as exc:
-            raise Retry("coldkey lock unavailable", defer_s=5) from exc
-        if not acquired:
-            raise Retry("another extrinsic of this coldkey is in flight", defer_s=5)
-        try:
+        async with self._coldkey_lock(staker.coldkey):
             await self._submit(event, ref, decision, staker)
-        finally:
+
+    @contextlib.asynccontextmanager
+    async def _coldkey_lock(self, coldkey: str) -> AsyncIterator[None]:
+        """One extrinsic at a time per coldkey: queue in-process first (waiting here costs
+        no delivery), then across processes with a Redis lock."""
+        local = self._local_locks.setdefault(coldkey, asyncio.Lock())
+        async with local:
+            lock = self._redis.lock(
+                f"{KEY_COLDKEY_LOCK}{coldkey}",
+                timeout=self._lock_ttl_s,
+                blocking_timeout=self._lock_wait_s,
+            )
             try:
-                await lock.release()
-            except LockError:
-                logger.warning("coldkey lock expired before release")
+                acquired = await lock.acquire()
+            except LockError as exc:
+                raise Retry("coldkey lock unavailable", defer_s=5) from exc
+            if not acquired:
+                raise Retry("another process holds this coldkey's lock", defer_s=5)
+            try:
+                yield
+            finally:
+                try:
+                    await lock.release()
+                except LockError:
+                    logger.warning("coldkey lock expired before release")
 
     async def _submit(
         self, event: SentimentScored, ref: str, decision: Decision, staker: StakeClient
@@ -205,7 +234,8 @@ class StakeStage:
             action.status, action.reason = "unknown", reason
             await action.save(update_fields=["status", "reason", "updated_at"])
             await set_status(ref, "unknown", reason)
-            raise Retry(reason, defer_s=10) from exc
+            logger.bind(trade_id=event.trade_id, stage="stake").warning("{}", reason)
+            return
         await self._record_outcome(event, ref, action, outcome)
 
     async def _record_outcome(
@@ -229,12 +259,50 @@ class StakeStage:
         await self._announce(event, action)
 
     # ------------------------------------------------------------------ reconciliation
-    async def _reconcile(self, event: SentimentScored, ref: str, action: StakeAction) -> None:
-        log = logger.bind(trade_id=event.trade_id, stage="stake")
-        if self._staker is None or action.nonce_before is None:
-            raise Retry("cannot reconcile without a wallet and the recorded nonce", defer_s=30)
-        account = await self._staker.account(event.netuid, event.hotkey)
+    async def run_reconciler(self, *, every_s: float = 30.0) -> None:
+        """Settle unsettled stake actions from chain state, forever (cancel to stop)."""
+        while True:
+            try:
+                await self.reconcile_unsettled()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a failed sweep is retried at the next one
+                logger.opt(exception=exc).warning("reconciliation sweep failed")
+            await asyncio.sleep(every_s)
+
+    async def reconcile_unsettled(self) -> int:
+        """Settle `submitting`/`unknown` rows whose submission can no longer be running.
+
+        Returns how many were settled. Rows still undecidable (nonce unchanged, era not
+        over) are left for a later sweep.
+        """
+        if self._staker is None:
+            return 0
+        cutoff = utcnow() - timedelta(
+            seconds=self._settings.stake_submit_timeout_s + self._settle_margin_s
+        )
+        # Only this wallet's rows: another coldkey's nonce says nothing about them.
+        rows = await StakeAction.filter(
+            status__in=UNSETTLED, updated_at__lt=cutoff, coldkey=self._staker.coldkey
+        )
+        settled = 0
+        for action in rows:
+            async with self._coldkey_lock(self._staker.coldkey):
+                await action.refresh_from_db()
+                if action.status in UNSETTLED and await self._reconcile(action):
+                    settled += 1
+        return settled
+
+    async def _reconcile(self, action: StakeAction) -> bool:
+        assert self._staker is not None
+        log = logger.bind(trade_id=action.trade_id, stage="stake")
+        if action.nonce_before is None:
+            log.error("unsettled stake action without its recorded nonce; needs an operator")
+            return False
+        account = await self._staker.account(action.netuid, action.hotkey)
         if account.nonce > action.nonce_before:
+            # Extrinsics of this coldkey go one at a time, so the nonce recorded before
+            # submitting was this one's: it was included. Its effect decides the outcome.
             moved = _stake_moved(action, account)
             action.status = "succeeded" if moved else "failed"
             action.success = moved
@@ -251,11 +319,14 @@ class StakeStage:
                 "transaction's era is over); not resubmitted"
             )
         else:
-            raise Retry("outcome still unknown: the transaction may yet be included", defer_s=30)
+            log.info("stake action still unsettled: the transaction may yet be included")
+            return False
         await action.save()
-        await set_status(ref, action.status, action.reason)
+        await set_status(action.trade_id, action.status, action.reason)
         log.warning("{}", action.reason)
-        await self._announce(event, action)
+        trade = await Trade.get(trade_id=action.trade_id)
+        await self._announce_row(trade.source, action)
+        return True
 
     # ------------------------------------------------------------------ records
     async def _finish(
@@ -291,13 +362,18 @@ class StakeStage:
     async def _announce(
         self, event: SentimentScored, action: StakeAction, *, note: str | None = None
     ) -> None:
+        await self._announce_row(event.source, action, note=note)
+
+    async def _announce_row(
+        self, source: str, action: StakeAction, *, note: str | None = None
+    ) -> None:
         reason = action.reason if note is None else f"{note}: {action.reason}"
         await self._publish(
             StakeExecuted(
-                trade_id=event.trade_id,
-                netuid=event.netuid,
-                hotkey=event.hotkey,
-                source=event.source,
+                trade_id=action.trade_id,
+                netuid=action.netuid,
+                hotkey=action.hotkey,
+                source=source,
                 direction=action.direction,
                 status=action.status,
                 amount_tao=None if action.amount_tao is None else str(action.amount_tao),

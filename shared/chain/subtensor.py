@@ -14,6 +14,7 @@ import contextlib
 import os
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from loguru import logger
 
@@ -42,6 +43,16 @@ def _import_sdk() -> Any:
     return AsyncSubtensor
 
 
+def redact_url(url: str) -> str:
+    """The endpoint without credentials or query (a provider key can live in either)."""
+    parts = urlsplit(url)
+    if not parts.scheme:
+        return url
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
 def _scalar(value: Any) -> Any:
     return getattr(value, "value", value)
 
@@ -50,7 +61,8 @@ class SubtensorChain:
     """`ChainClient` implementation over bittensor 10.5's `AsyncSubtensor`."""
 
     def __init__(self, settings: Settings) -> None:
-        self._network = settings.bittensor_network
+        self._url = settings.bittensor_network
+        self._network = redact_url(settings.bittensor_network)
         self._timeout = settings.chain_timeout_s
         self._connect_timeout = settings.chain_connect_timeout_s
         self._retry_max = settings.chain_retry_max_s
@@ -94,8 +106,8 @@ class SubtensorChain:
         while not self._closed and self._subtensor is None:
             subtensor = None
             try:
-                subtensor = sdk(network=self._network, websocket_shutdown_timer=None)
-                self._endpoint = str(subtensor.chain_endpoint)
+                subtensor = sdk(network=self._url, websocket_shutdown_timer=None)
+                self._endpoint = redact_url(str(subtensor.chain_endpoint))
                 await asyncio.wait_for(subtensor.initialize(), self._connect_timeout)
                 # initialize() leaves the metadata download and decode running in a task
                 # that the first read awaits; a read timeout would cancel it and wedge
@@ -108,7 +120,7 @@ class SubtensorChain:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # any failure to connect is retried with backoff
-                self._last_error = f"{type(exc).__name__}: {exc}"
+                self._last_error = type(exc).__name__
                 logger.warning(
                     "chain connect failed", network=self._network, error=self._last_error
                 )
@@ -176,7 +188,7 @@ class SubtensorChain:
         if name == "StorageFunctionNotFound":
             return StorageUnsupported(str(exc))
         if isinstance(exc, ConnectionError | OSError) or "ConnectionClosed" in name:
-            self._reconnect(f"{name}: {exc}")
+            self._reconnect(name)
             return ChainUnavailable(f"chain connection lost during {op}")
         return ChainError(f"chain {op} failed: {name}: {exc}", code="chain_bad_response")
 

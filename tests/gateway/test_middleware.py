@@ -62,3 +62,19 @@ async def test_json_log_lines_are_json(settings: Settings) -> None:
     record = orjson.loads(str(lines[-1]))
     assert record["msg"] == "hello world" and record["request_id"] == "r1"
     assert record["level"] == "INFO"
+
+
+def test_exception_text_is_masked_in_text_logs(settings: Settings) -> None:
+    from shared.logging import configure_logging, register_secrets
+
+    text_settings = settings.model_copy(update={"log_format": "text", "log_level": "INFO"})
+    lines: list[str] = []
+    configure_logging(text_settings, sink=lines.append)
+    register_secrets(["cpk_supersecret_123456"])
+    try:
+        raise RuntimeError("call failed: key cpk_supersecret_123456, Authorization: Bearer abcXYZ")
+    except RuntimeError as exc:
+        logger.opt(exception=exc).error("outgoing call failed")
+    text = "".join(str(line) for line in lines)
+    assert "RuntimeError" in text and "Traceback" in text
+    assert "cpk_supersecret_123456" not in text and "abcXYZ" not in text

@@ -64,9 +64,12 @@ def pipeline_settings(
         datura_timeout_s=2,
         chutes_timeout_s=2,
         worker_claim_idle_s=0.5,
-        worker_handler_timeout_s=0.4,
+        worker_handler_timeout_s=5.0,
         max_deliveries=3,
         tweet_cache_ttl_s=0,
+        stake_submit_timeout_s=0.3,
+        stake_settle_margin_s=0.1,
+        stake_reconcile_every_s=0.1,
     )
 
 

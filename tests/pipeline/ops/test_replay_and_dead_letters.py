@@ -113,3 +113,13 @@ async def test_purge_and_durations(redis: Redis) -> None:
         deadletters.parse_duration("soon")
     with pytest.raises(deadletters.DeadLetterError):
         await deadletters.get_letter(redis, "1-0")
+
+
+async def test_range_as_new_trade_makes_one_trade_per_original(orm: str, redis: Redis) -> None:
+    event = DividendRequested(trade_id="dup", netuid=1, hotkey=ALICE, source="api")
+    first = await publish(redis, event, maxlen=100)
+    await publish(redis, event, maxlen=100)  # the same trade's event, published twice
+    plan = await plan_range(redis, event.stream, first, "+", new_trade=True)
+    assert len(plan) == 1 and plan[0][1]["trade_id"] != "dup"
+    same = await plan_range(redis, event.stream, first, "+", new_trade=False)
+    assert len(same) == 2

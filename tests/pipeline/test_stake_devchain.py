@@ -1,0 +1,371 @@
+"""The stake stage with the real `SubtensorStaker` against the simulated node.
+
+`sentiment_scored` entries go onto real Redis; the stage worker (stake stage only)
+signs with a tmp wallet through bittensor's AsyncSubtensor; the node records every
+extrinsic it executes (`node.applied`), so "exactly one extrinsic" is the node's word.
+Skipped when the recorded metadata is absent.
+
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from pipeline.runner import StakeSetup, build_worker, open_staker
+from pipeline.worker import Worker
+from shared.bus import publish
+from shared.chain.staking import SubtensorStaker
+from shared.constants import KEY_COLDKEY_LOCK, STREAM_SENTIMENT_SCORED, STREAM_STAKE_EXECUTED
+from shared.db.models import StakeAction
+from shared.events import SentimentScored
+from shared.ids import new_id
+from shared.settings import Settings
+from tests.conftest import make_settings
+from tests.devchain import FIXTURES_HINT, DevChain, fixtures_dir
+from tests.devchain.seed import DEMO_HOTKEY
+from tests.shared.chain.test_staking_devchain import make_unencrypted_wallet
+
+os.environ["BT_MEV_PROTECTION"] = "0"
+
+pytestmark = [
+    pytest.mark.devchain,
+    pytest.mark.skipif(fixtures_dir() is None, reason=FIXTURES_HINT),
+]
+
+ROOT = Path(__file__).resolve().parents[2]
+RAO = 10**9
+WALLET = "stake-stage"
+SETTLED = {"succeeded", "failed", "skipped", "dry_run"}
+# Bound of one stake submission in the killed process (see the env below).
+KILLED_CHAIN_TIMEOUT_S, KILLED_SUBMIT_TIMEOUT_S, KILLED_SETTLE_MARGIN_S = 2.0, 3.0, 0.5
+
+
+# ====================================================================== helpers
+def stage_settings(
+    redis_url: str, database_url: str, node: DevChain, wallets: Path, **overrides: Any
+) -> Settings:
+    values: dict[str, Any] = {
+        "bittensor_network": node.url,
+        "chain_timeout_s": 3.0,
+        "chain_connect_timeout_s": 10.0,
+        "wallet_path": str(wallets),
+        "wallet_name": WALLET,
+        "wallet_hotkey": "default",
+        "wallet_password": None,
+        "stake_amount_tao": 1.0,
+        "stake_max_tao": 1.0,
+        "stake_sizing": "fixed",
+        "staking_enabled": True,
+        "stake_dry_run": False,
+        "stake_submit_timeout_s": 10.0,
+        "worker_handler_timeout_s": 20.0,
+        "worker_claim_idle_s": 1.0,  # a Retry(defer 0) comes back after this
+        "max_deliveries": 3,
+    }
+    values.update(overrides)
+    return make_settings(redis_url, database_url, **values)
+
+
+@contextlib.asynccontextmanager
+async def stake_worker(settings: Settings, consumer: str) -> AsyncIterator[Worker]:
+    """The stake stage on the wallet's real SubtensorStaker (`StakeSetup(staker, None)`)."""
+    async with open_staker(settings) as setup:
+        assert isinstance(setup.staker, SubtensorStaker) and setup.problem is None, setup.problem
+        async with build_worker(
+            settings,
+            ("stake",),
+            stake_setup=StakeSetup(setup.staker, None),
+            consumer=consumer,
+            block_ms=50,
+            claim_every_s=0.1,
+            init_orm=False,
+        ) as worker:
+            task = asyncio.create_task(worker.run())
+            try:
+                yield worker
+            finally:
+                worker.stop()
+                await asyncio.wait_for(task, 10)
+
+
+def scored(trade_id: str, score: int) -> SentimentScored:
+    return SentimentScored(
+        trade_id=trade_id, netuid=18, hotkey=DEMO_HOTKEY, source="api", score=score, backend="llm"
+    )
+
+
+async def wait_for(check: Callable[[], Awaitable[Any]], within_s: float = 15.0) -> Any:
+    deadline = time.monotonic() + within_s
+    while True:
+        value = await check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not met within {within_s}s")
+        await asyncio.sleep(0.05)
+
+
+def settled(trade_id: str) -> Callable[[], Awaitable[StakeAction | None]]:
+    async def check() -> StakeAction | None:
+        row = await StakeAction.get_or_none(trade_id=trade_id)
+        return row if row is not None and row.status in SETTLED else None
+
+    return check
+
+
+def _text(value: bytes | str | None) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+async def executed_events(redis: Redis) -> list[dict[str, str]]:
+    """The stake_executed entries, oldest first, as text."""
+    entries = await redis.xrange(STREAM_STAKE_EXECUTED) or []
+    return [{_text(k): _text(v) for k, v in (fields or {}).items()} for _, fields in entries]
+
+
+@pytest.fixture
+async def node() -> AsyncIterator[DevChain]:
+    async with DevChain(spec=393) as chain_node:
+        yield chain_node
+
+
+@pytest.fixture
+def coldkey(tmp_path: Path) -> str:
+    return make_unencrypted_wallet(tmp_path / "wallets", WALLET)
+
+
+# ====================================================================== one trade each
+async def test_positive_score_stakes_one_tao_on_the_node(
+    orm: str, redis: Redis, redis_url: str, node: DevChain, coldkey: str, tmp_path: Path
+) -> None:
+    node.add_subnet(18, price_tao=0.5)
+    node.fund(coldkey, 10)
+    settings = stage_settings(redis_url, orm, node, tmp_path / "wallets")
+    trade_id = new_id()
+    await publish(redis, scored(trade_id, 60), maxlen=1000)
+    async with stake_worker(settings, "stake-a"):
+        action = await wait_for(settled(trade_id))
+
+    (applied,) = node.applied
+    assert (applied.call, applied.signer, applied.success) == ("add_stake", coldkey, True)
+    assert applied.args == {"hotkey": DEMO_HOTKEY, "netuid": 18, "amount_staked": RAO}
+    assert node.balance(coldkey) == 10 * RAO - RAO - applied.fee  # exactly 1 TAO, plus the fee
+    assert node.stake(coldkey, DEMO_HOTKEY, 18) == 2 * RAO  # 1 TAO at 0.5 TAO per alpha
+    assert (action.status, action.success, action.direction) == ("succeeded", True, "add")
+    assert action.amount_tao == Decimal("1.000000000") and action.coldkey == coldkey
+    assert (action.nonce_before, action.balance_before_rao, action.stake_before_rao) == (
+        0,
+        10 * RAO,
+        0,
+    )
+    assert action.extrinsic_hash == applied.hash and action.error_name is None
+    (event,) = await executed_events(redis)
+    assert (event["trade_id"], event["status"], event["direction"]) == (
+        trade_id,
+        "succeeded",
+        "add",
+    )
+    assert event["extrinsic_hash"] == applied.hash
+
+
+async def test_negative_score_unstakes_alpha_worth_one_tao_at_the_node_price(
+    orm: str, redis: Redis, redis_url: str, node: DevChain, coldkey: str, tmp_path: Path
+) -> None:
+    node.add_subnet(18, price_tao=0.05)
+    node.fund(coldkey, 1)
+    node.set_stake(coldkey, DEMO_HOTKEY, 18, 50 * RAO)
+    settings = stage_settings(redis_url, orm, node, tmp_path / "wallets")
+    trade_id = new_id()
+    await publish(redis, scored(trade_id, -40), maxlen=1000)
+    async with stake_worker(settings, "stake-a"):
+        action = await wait_for(settled(trade_id))
+
+    worth_one_tao = RAO * RAO // node.price(18)  # 20 alpha at 0.05 TAO per alpha
+    assert worth_one_tao == 20 * RAO
+    (applied,) = node.applied
+    assert (applied.call, applied.success) == ("remove_stake", True)
+    assert applied.args["amount_unstaked"] == worth_one_tao
+    assert node.stake(coldkey, DEMO_HOTKEY, 18) == 50 * RAO - worth_one_tao
+    assert node.balance(coldkey) == RAO + RAO - applied.fee  # 20 alpha came back as 1 TAO
+    assert (action.status, action.direction) == ("succeeded", "remove")
+    assert action.amount_alpha == Decimal("20.000000000")
+    assert action.amount_tao == Decimal("1.000000000")
+    assert action.stake_before_rao == 50 * RAO and action.extrinsic_hash == applied.hash
+
+
+async def test_chain_failure_is_recorded_failed_with_the_error_name(
+    orm: str, redis: Redis, redis_url: str, node: DevChain, coldkey: str, tmp_path: Path
+) -> None:
+    node.add_subnet(18, price_tao=0.5)
+    node.fund(coldkey, 10)
+    node.fail_next_extrinsic("SubnetNotExists")
+    settings = stage_settings(redis_url, orm, node, tmp_path / "wallets")
+    trade_id = new_id()
+    await publish(redis, scored(trade_id, 60), maxlen=1000)
+    async with stake_worker(settings, "stake-a"):
+        action = await wait_for(settled(trade_id))
+
+    (applied,) = node.applied  # included and failed: not retried
+    assert (applied.success, applied.error) == (False, "SubnetNotExists")
+    assert (action.status, action.success, action.error_name) == (
+        "failed",
+        False,
+        "SubnetNotExists",
+    )
+    assert action.reason == "chain rejected the extrinsic: SubnetNotExists"
+    assert action.extrinsic_hash == applied.hash
+    assert node.balance(coldkey) == 10 * RAO - applied.fee and node.nonce(coldkey) == 1
+    assert node.stake(coldkey, DEMO_HOTKEY, 18) == 0
+    (event,) = await executed_events(redis)
+    assert (event["status"], event["error_name"]) == ("failed", "SubnetNotExists")
+
+
+async def test_the_same_sentiment_scored_twice_gives_one_extrinsic(
+    orm: str, redis: Redis, redis_url: str, node: DevChain, coldkey: str, tmp_path: Path
+) -> None:
+    node.add_subnet(18, price_tao=0.5)
+    node.fund(coldkey, 10)
+    settings = stage_settings(redis_url, orm, node, tmp_path / "wallets")
+    trade_id = new_id()
+    event = scored(trade_id, 60)
+    for _ in range(2):  # a redelivery / replay of the very same event
+        await publish(redis, event, maxlen=1000)
+    async with stake_worker(settings, "stake-a"):
+        action = await wait_for(settled(trade_id))
+
+        async def both_handled() -> bool:
+            (group,) = await redis.xinfo_groups(STREAM_SENTIMENT_SCORED)
+            return bool(group["pending"] == 0 and group["entries-read"] == 2)
+
+        await wait_for(both_handled)
+        events = await executed_events(redis)
+
+    assert [a.call for a in node.applied] == ["add_stake"]  # the node saw one extrinsic
+    assert node.stake(coldkey, DEMO_HOTKEY, 18) == 2 * RAO and node.nonce(coldkey) == 1
+    assert action.status == "succeeded"
+    # Each answer says the trade succeeded; a second one (if any) says it was already done.
+    assert 1 <= len(events) <= 2 and {e["status"] for e in events} == {"succeeded"}
+    assert [e["reason"].startswith("already executed") for e in events] == [False, True][
+        : len(events)
+    ]
+
+
+# ====================================================================== crash mid-submit
+async def test_stage_killed_mid_submit_is_reconciled_by_nonce_with_one_extrinsic(
+    orm: str, redis: Redis, redis_url: str, node: DevChain, coldkey: str, tmp_path: Path
+) -> None:
+    """A stage process SIGKILLed after its extrinsic reached the node (and was included,
+    but before the finality notice came back); a second worker reclaims the entry and
+    settles the trade from the nonce: exactly one extrinsic on the node."""
+    node.add_subnet(18, price_tao=0.5)
+    node.fund(coldkey, 10)
+    node.finality_delay_s = 60.0  # included at once; the answer the SDK waits for never comes
+    wallets = tmp_path / "wallets"
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "REDIS_URL": redis_url,
+        "DATABASE_URL": orm,
+        "BITTENSOR_NETWORK": node.url,
+        "WALLET_PATH": str(wallets),
+        "WALLET_NAME": WALLET,
+        "WALLET_HOTKEY": "default",
+        "WALLET_PASSWORD": "",
+        "STAKING_ENABLED": "true",
+        "STAKE_DRY_RUN": "false",
+        "STAKE_AMOUNT_TAO": "1",
+        "STAKE_MAX_TAO": "1",
+        "STAKE_SUBMIT_TIMEOUT_S": str(KILLED_SUBMIT_TIMEOUT_S),
+        "STAKE_SETTLE_MARGIN_S": str(KILLED_SETTLE_MARGIN_S),
+        "CHAIN_TIMEOUT_S": str(KILLED_CHAIN_TIMEOUT_S),
+        "WORKER_HANDLER_TIMEOUT_S": "60",
+        "WORKER_CLAIM_IDLE_S": "1",
+        "BT_MEV_PROTECTION": "0",
+        "LOG_LEVEL": "INFO",
+    }
+    log_path = tmp_path / "stage.log"
+    trade_id = new_id()
+    await publish(redis, scored(trade_id, 60), maxlen=1000)
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pipeline", "run", "--stages", "stake"],
+            cwd=tmp_path,  # no .env from the checkout
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+
+        async def reached_node_or_settled() -> bool:
+            if proc.poll() is not None:
+                pytest.fail(f"stage process exited early:\n{log_path.read_text()[-3000:]}")
+            return bool(node.applied) or await settled(trade_id)() is not None
+
+        await wait_for(reached_node_or_settled, within_s=30)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(5)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+
+    assert len(node.applied) == 1, log_path.read_text()[-3000:]
+    row = await StakeAction.get(trade_id=trade_id)
+    assert row.status == "submitting" and row.nonce_before == 0  # written before submitting
+    node.finality_delay_s = 0.02
+    # The dead process still holds the coldkey lock; it must lapse once its submission
+    # cannot be running any more (account read + submit + margin), not minutes later.
+    lock_ttl_ms = await redis.pttl(f"{KEY_COLDKEY_LOCK}{coldkey}")
+    bound_s = KILLED_CHAIN_TIMEOUT_S + KILLED_SUBMIT_TIMEOUT_S + KILLED_SETTLE_MARGIN_S
+    assert 0 < lock_ttl_ms <= bound_s * 1000
+
+    # The second worker reclaims the entry; its reconciler settles rows whose submission
+    # can no longer be running (older than STAKE_SUBMIT_TIMEOUT_S + STAKE_SETTLE_MARGIN_S).
+    settings = stage_settings(
+        redis_url,
+        orm,
+        node,
+        wallets,
+        worker_claim_idle_s=1.0,
+        worker_handler_timeout_s=10.0,
+        stake_submit_timeout_s=1.0,
+        stake_settle_margin_s=0.1,
+        stake_reconcile_every_s=0.2,
+    )
+    async with stake_worker(settings, "stake-b") as worker:
+        action = await wait_for(settled(trade_id), within_s=bound_s + 10)
+
+        async def reclaimed_entry() -> int:
+            return worker.stats["reclaimed"]
+
+        # The dead consumer's entry is reclaimed too; handled after settlement, it only
+        # announces "already executed".
+        reclaimed = await wait_for(reclaimed_entry, within_s=15)
+
+    (applied,) = node.applied  # reconciled, never resubmitted
+    assert (applied.call, applied.success) == ("add_stake", True)
+    assert reclaimed == 1
+    assert (action.status, action.success) == ("succeeded", True), (
+        action.reason,
+        node.stake(coldkey, DEMO_HOTKEY, 18),
+        action.hotkey,
+        action.netuid,
+    )
+    assert action.reason == ("reconciled from chain state: nonce 0→1, stake 0→2000000000 alpha rao")
+    assert node.stake(coldkey, DEMO_HOTKEY, 18) == 2 * RAO
+    assert node.balance(coldkey) == 10 * RAO - RAO - applied.fee
+    events = await executed_events(redis)
+    assert {(e["trade_id"], e["status"]) for e in events} == {(trade_id, "succeeded")}

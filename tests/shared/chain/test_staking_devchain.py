@@ -1,0 +1,358 @@
+"""Contract of `shared.chain.staking.SubtensorStaker` against the simulated node.
+
+The stake client the pipeline uses, over the real bittensor 10.5 `AsyncSubtensor`
+(signing, nonces, extrinsic watch, event decoding are the SDK's own), on a wallet
+made in a tmp dir and loaded with `load_wallet`. Every expected number is read
+from the node's own record (`node.applied`, balances, stakes, nonces, fee).
+Skipped when the recorded metadata is absent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+
+from shared.chain import SubtensorChain
+from shared.chain.staking import SubtensorStaker, open_stake_client
+from shared.chain.staking_types import AccountState, StakeOutcome
+from shared.errors import ChainTimeout, ChainUnavailable
+from shared.settings import Settings
+from tests.devchain import FIXTURES_HINT, SPECS, DevChain, fixtures_dir
+from tests.devchain.seed import DEMO_HOTKEY
+from tests.shared.chain.test_wallet import PASSWORD, encrypted_wallet
+
+os.environ["BT_MEV_PROTECTION"] = "0"  # before bittensor is imported (as in the SDK module)
+
+pytestmark = [
+    pytest.mark.devchain,
+    pytest.mark.skipif(fixtures_dir() is None, reason=FIXTURES_HINT),
+]
+
+RAO = 10**9
+WALLET_NAME = "devchain-staker"
+
+
+# ====================================================================== fixtures
+def make_unencrypted_wallet(path: Path, name: str = WALLET_NAME) -> str:
+    """A throwaway unencrypted coldkey + hotkey at path/name; returns the coldkey address."""
+    from bittensor_wallet import Keypair, Wallet
+
+    wallet = Wallet(name=name, hotkey="default", path=str(path))
+    coldkey = Keypair.create_from_mnemonic(Keypair.generate_mnemonic())
+    wallet.set_coldkey(coldkey, encrypt=False, overwrite=True)
+    wallet.set_coldkeypub(coldkey, overwrite=True)
+    wallet.set_hotkey(Keypair.create_from_mnemonic(Keypair.generate_mnemonic()), encrypt=False)
+    return str(coldkey.ss58_address)
+
+
+def staker_settings(url: str, wallet_path: Path, name: str = WALLET_NAME, **over: Any) -> Settings:
+    values: dict[str, Any] = {
+        "bittensor_network": url,
+        "chain_timeout_s": 3.0,
+        "chain_connect_timeout_s": 10.0,
+        "chain_retry_max_s": 0.5,
+        "stake_submit_timeout_s": 10.0,
+        "wallet_path": str(wallet_path),
+        "wallet_name": name,
+        "wallet_hotkey": "default",
+        "wallet_password": None,
+    }
+    values.update(over)
+    return Settings(_env_file=None, **values)
+
+
+@asynccontextmanager
+async def stake_client(settings: Settings) -> AsyncIterator[SubtensorStaker]:
+    """`open_stake_client` over a started SubtensorChain (metadata decoded), closed on exit."""
+    chain = SubtensorChain(settings)
+    await chain.start()
+    try:
+        assert chain.connected, "SubtensorChain did not connect to the devchain"
+        staker = await open_stake_client(settings, chain)
+        assert isinstance(staker, SubtensorStaker)
+        yield staker
+    finally:
+        await chain.close()
+
+
+@pytest.fixture(params=SPECS, ids=lambda spec: f"spec{spec}")
+async def node(request: pytest.FixtureRequest) -> AsyncIterator[DevChain]:
+    async with DevChain(spec=request.param) as chain_node:
+        yield chain_node
+
+
+@pytest.fixture
+async def node393() -> AsyncIterator[DevChain]:
+    async with DevChain(spec=393) as chain_node:
+        yield chain_node
+
+
+@pytest.fixture
+def coldkey(tmp_path: Path) -> str:
+    return make_unencrypted_wallet(tmp_path / "wallets")
+
+
+async def until(check: Callable[[], bool], within_s: float = 5.0) -> None:
+    deadline = time.monotonic() + within_s
+    while not check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not met within {within_s}s")
+        await asyncio.sleep(0.01)
+
+
+# ====================================================================== account
+async def test_account_reads_balance_stake_price_nonce_block_and_deposit(
+    tmp_path: Path, coldkey: str
+) -> None:
+    async with DevChain(spec=393, existential_deposit=1_234) as node:
+        node.add_subnet(18, price_tao=0.25)
+        node.fund(coldkey, 7.5)
+        node.set_stake(coldkey, DEMO_HOTKEY, 18, 3 * RAO)
+        node.logic.set_nonce(node.head.state, coldkey, 5)  # type: ignore[arg-type]
+        node.seal_block()
+        node.seal_block()
+        async with stake_client(staker_settings(node.url, tmp_path / "wallets")) as staker:
+            state = await staker.account(18, DEMO_HOTKEY)
+            root = await staker.account(0, DEMO_HOTKEY)
+
+    assert staker.coldkey == coldkey
+    assert state == AccountState(
+        coldkey=coldkey,
+        free_rao=7_500_000_000,
+        stake_rao=3 * RAO,
+        alpha_price_rao=250_000_000,  # TAO rao per alpha, as the node prices it
+        nonce=5,
+        block=2,
+        existential_deposit_rao=1_234,
+    )
+    assert (state.free_rao, state.stake_rao, state.alpha_price_rao, state.nonce) == (
+        node.balance(coldkey),
+        node.stake(coldkey, DEMO_HOTKEY, 18),
+        node.price(18),
+        node.nonce(coldkey),
+    )
+    assert (state.block, state.existential_deposit_rao) == (node.head.number, 1_234)
+    assert root.alpha_price_rao == RAO and root.stake_rao == 0  # root is priced 1:1
+
+
+async def test_account_reads_do_not_advance_the_nonce(
+    node393: DevChain, tmp_path: Path, coldkey: str
+) -> None:
+    node = node393
+    node.add_subnet(18)
+    node.fund(coldkey, 1)
+    async with stake_client(staker_settings(node.url, tmp_path / "wallets")) as staker:
+        nonces = [(await staker.account(18, DEMO_HOTKEY)).nonce for _ in range(3)]
+
+    assert nonces == [0, 0, 0] == [node.nonce(coldkey)] * 3
+
+
+# ====================================================================== add_stake / unstake
+async def test_add_stake_moves_exactly_1e9_rao_from_balance_to_stake(
+    node: DevChain, tmp_path: Path, coldkey: str
+) -> None:
+    node.add_subnet(18, price_tao=0.5)
+    node.fund(coldkey, 10)
+    fee = node.logic.fee_rao
+    async with stake_client(staker_settings(node.url, tmp_path / "wallets")) as staker:
+        outcome = await staker.add_stake(18, DEMO_HOTKEY, RAO)
+
+    (applied,) = node.applied
+    assert outcome.success, outcome.message
+    assert (outcome.message, outcome.error_name) == ("Success", None)
+    assert outcome.extrinsic_hash == applied.hash
+    assert outcome.block_hash == node.block(applied.block).hash == node.head.hash
+    assert (applied.call, applied.signer, applied.success) == ("add_stake", coldkey, True)
+    assert applied.args == {"hotkey": DEMO_HOTKEY, "netuid": 18, "amount_staked": RAO}
+    assert applied.fee == fee == 50_000
+    # Exactly 10^9 rao left the balance besides the fee; at 0.5 TAO per alpha that is 2 alpha.
+    assert node.balance(coldkey) == 10 * RAO - RAO - fee
+    assert node.stake(coldkey, DEMO_HOTKEY, 18) == 2 * RAO
+    assert node.nonce(coldkey) == 1
+
+
+async def test_add_stake_reports_the_fee_and_block_the_node_applied(
+    node393: DevChain, tmp_path: Path, coldkey: str
+) -> None:
+    node = node393
+    node.add_subnet(18, price_tao=0.5)
+    node.fund(coldkey, 10)
+    node.seal_block()  # the extrinsic lands in block 2, not block 1
+    async with stake_client(staker_settings(node.url, tmp_path / "wallets")) as staker:
+        outcome = await staker.add_stake(18, DEMO_HOTKEY, RAO)
+        balance_after_success = node.balance(coldkey)
+        node.fail_next_extrinsic("SubnetNotExists")
+        failed = await staker.add_stake(18, DEMO_HOTKEY, RAO)
+
+    applied, applied_failed = node.applied
+    assert outcome.success, outcome.message
+    assert outcome.fee_rao == applied.fee == 10 * RAO - RAO - balance_after_success
+    assert outcome.block == applied.block == 2
+    # An included but failed extrinsic is charged too: the outcome says how much.
+    assert (failed.success, failed.error_name) == (False, "SubnetNotExists")
+    assert failed.fee_rao == applied_failed.fee == balance_after_success - node.balance(coldkey)
+    assert failed.block == applied_failed.block == 3
+
+
+async def test_unstake_removes_exactly_that_alpha(
+    node: DevChain, tmp_path: Path, coldkey: str
+) -> None:
+    node.add_subnet(18, price_tao=0.5)
+    node.fund(coldkey, 1)
+    node.set_stake(coldkey, DEMO_HOTKEY, 18, 5 * RAO)
+    fee = node.logic.fee_rao
+    async with stake_client(staker_settings(node.url, tmp_path / "wallets")) as staker:
+        outcome = await staker.unstake(18, DEMO_HOTKEY, 1_500_000_000)
+
+    (applied,) = node.applied
+    assert outcome.success, outcome.message
+    assert outcome.extrinsic_hash == applied.hash
+    assert (applied.call, applied.success) == ("remove_stake", True)
+    assert applied.args["amount_unstaked"] == 1_500_000_000  # alpha rao, not TAO
+    assert node.stake(coldkey, DEMO_HOTKEY, 18) == 3_500_000_000
+    assert node.balance(coldkey) == RAO + 750_000_000 - fee  # 1.5 alpha * 0.5 TAO
+    assert node.nonce(coldkey) == 1
+
+
+async def test_on_chain_failure_is_an_outcome_with_the_module_error_name(
+    node393: DevChain, tmp_path: Path, coldkey: str
+) -> None:
+    node = node393
+    node.add_subnet(18)
+    node.fund(coldkey, 10)
+    fee = node.logic.fee_rao
+    node.fail_next_extrinsic("SubnetNotExists")
+    async with stake_client(staker_settings(node.url, tmp_path / "wallets")) as staker:
+        forced = await staker.add_stake(18, DEMO_HOTKEY, RAO)
+        missing_subnet = await staker.add_stake(5, DEMO_HOTKEY, RAO)  # a real missing subnet
+
+    forced_applied, missing_applied = node.applied
+    for outcome, applied in ((forced, forced_applied), (missing_subnet, missing_applied)):
+        assert isinstance(outcome, StakeOutcome)
+        assert outcome.success is False
+        assert outcome.error_name == "SubnetNotExists"
+        assert "`SubnetNotExists(Module)`" in outcome.message
+        assert outcome.extrinsic_hash == applied.hash
+        assert outcome.block_hash == node.block(applied.block).hash
+        assert (applied.success, applied.error) == (False, "SubnetNotExists")
+    # Included and failed: the fee is paid and the nonce rises; no stake moves.
+    assert node.balance(coldkey) == 10 * RAO - 2 * fee
+    assert node.stake(coldkey, DEMO_HOTKEY, 18) == 0
+    assert node.nonce(coldkey) == 2
+
+
+# ====================================================================== faults
+async def test_stalled_node_during_submit_is_chain_timeout_within_the_submit_bound(
+    node393: DevChain, tmp_path: Path, coldkey: str
+) -> None:
+    node = node393
+    node.add_subnet(18)
+    node.fund(coldkey, 10)
+    settings = staker_settings(node.url, tmp_path / "wallets", stake_submit_timeout_s=0.8)
+    async with stake_client(settings) as staker:
+        node.stall("author_submitAndWatchExtrinsic")
+        started = time.monotonic()
+        with pytest.raises(ChainTimeout, match=r"add_stake within 0\.8s"):
+            await staker.add_stake(18, DEMO_HOTKEY, RAO)
+        elapsed = time.monotonic() - started
+        node.unstall()
+
+    assert 0.75 <= elapsed < 0.8 + 0.75
+    assert node.rpc_counts["author_submitAndWatchExtrinsic"] == 1  # it reached the node
+    assert node.applied == [] and node.nonce(coldkey) == 0
+
+
+async def test_a_submit_after_a_timed_out_one_is_signed_with_the_chain_nonce(
+    node393: DevChain, tmp_path: Path, coldkey: str
+) -> None:
+    node = node393
+    node.add_subnet(18)
+    node.fund(coldkey, 10)
+    settings = staker_settings(node.url, tmp_path / "wallets", stake_submit_timeout_s=0.5)
+    async with stake_client(settings) as staker:
+        node.stall("author_submitAndWatchExtrinsic")
+        with pytest.raises(ChainTimeout):
+            await staker.add_stake(18, DEMO_HOTKEY, RAO)
+        node.unstall()  # the stalled extrinsic was never admitted: nonce 0 is still free
+        outcome = await staker.add_stake(18, DEMO_HOTKEY, RAO)
+
+    assert outcome.success, outcome.message
+    assert [a.success for a in node.applied] == [True]
+    assert node.nonce(coldkey) == 1
+
+
+async def test_nonce_rises_by_one_per_extrinsic_success_or_failure(
+    node393: DevChain, tmp_path: Path, coldkey: str
+) -> None:
+    node = node393
+    node.add_subnet(18, price_tao=0.5)
+    node.fund(coldkey, 10)
+    async with stake_client(staker_settings(node.url, tmp_path / "wallets")) as staker:
+
+        async def nonce() -> int:
+            return (await staker.account(18, DEMO_HOTKEY)).nonce
+
+        seen = [await nonce()]
+        steps: list[Callable[[], Awaitable[StakeOutcome]]] = [
+            lambda: staker.add_stake(18, DEMO_HOTKEY, RAO),  # succeeds
+            lambda: staker.add_stake(7, DEMO_HOTKEY, RAO),  # fails: no subnet 7
+            lambda: staker.unstake(18, DEMO_HOTKEY, RAO),  # succeeds
+        ]
+        outcomes = []
+        for step in steps:
+            outcomes.append(await step())
+            seen.append(await nonce())
+
+    assert [o.success for o in outcomes] == [True, False, True]
+    assert seen == [0, 1, 2, 3]
+    assert [a.success for a in node.applied] == [True, False, True]
+    assert node.nonce(coldkey) == 3
+
+
+async def test_connection_lost_after_inclusion_is_an_unknown_outcome(
+    node393: DevChain, tmp_path: Path, coldkey: str
+) -> None:
+    node = node393
+    node.add_subnet(18, price_tao=0.5)
+    node.fund(coldkey, 10)
+    node.finality_delay_s = 5.0  # included at once; the finality notice comes much later
+    async with stake_client(staker_settings(node.url, tmp_path / "wallets")) as staker:
+        submit = asyncio.create_task(staker.add_stake(18, DEMO_HOTKEY, RAO))
+        await until(lambda: len(node.applied) == 1)
+        await node.drop_connections()  # the answer is lost; the stake moved
+        with pytest.raises((ChainUnavailable, ChainTimeout)):
+            await submit
+
+    assert node.stake(coldkey, DEMO_HOTKEY, 18) == 2 * RAO
+    assert [a.success for a in node.applied] == [True]
+
+
+# ====================================================================== encrypted coldkey
+async def test_encrypted_coldkey_is_unlocked_with_wallet_password_and_signs(
+    node393: DevChain, tmp_path: Path
+) -> None:
+    node = node393
+    created = encrypted_wallet(tmp_path / "wallets", "vault")
+    coldkey = created["coldkey"]
+    node.add_subnet(18, price_tao=0.5)
+    node.fund(coldkey, 10)
+    settings = staker_settings(
+        node.url, tmp_path / "wallets", "vault", wallet_password=SecretStr(PASSWORD)
+    )
+    async with stake_client(settings) as staker:
+        outcome = await staker.add_stake(18, DEMO_HOTKEY, RAO)
+
+    assert created["coldkey_encrypted"] == "true"
+    assert staker.coldkey == coldkey
+    assert outcome.success, outcome.message
+    (applied,) = node.applied  # the node verified the signature against the coldkey
+    assert (applied.signer, applied.call, applied.success) == (coldkey, "add_stake", True)
+    assert node.stake(coldkey, DEMO_HOTKEY, 18) == 2 * RAO
