@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PORT   ?= 8000
 
-.PHONY: install run test lint typecheck pytest migrate bench clean
+.PHONY: install run demo test lint typecheck pytest migrate bench clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,9 @@ run: install
 	$(BIN)/python -m shared.db.migrate
 	PYTHONPATH="$(CURDIR)" $(BIN)/python scripts/welcome.py
 	PATH="$(CURDIR)/$(BIN):$$PATH" PYTHONPATH="$(CURDIR)" $(BIN)/honcho start -f Procfile -p $(PORT)
+
+demo: install
+	PYTHONPATH="$(CURDIR)" $(BIN)/python scripts/demo.py --http-port $(PORT)
 
 lint: install
 	$(BIN)/ruff check .
