@@ -20,6 +20,8 @@ from shared.settings import Settings
 __all__ = ["SubtensorStaker", "WalletProblem", "open_stake_client"]
 
 _MODULE_ERROR = re.compile(r"`(\w+)\(Module\)`")
+# JSON-RPC 1010 (invalid transaction) / 1011 (unknown transaction): the pool's verdict.
+_POOL_VERDICT = re.compile(r"'code': 101[01]\b")
 
 
 def _scalar(value: Any) -> Any:
@@ -42,11 +44,16 @@ def outcome_of(response: Any) -> StakeOutcome:
     error_name = None
     if not response.success:
         match = _MODULE_ERROR.search(message)
-        if match is None:
+        if match is not None:
+            error_name = match.group(1)
+        elif _POOL_VERDICT.search(str(error)):
+            # Refused by the transaction pool (invalid / unknown transaction): never
+            # included, nonce untouched, so a known failure rather than an unknown outcome.
+            error_name = "PoolRejected"
+        else:
             raise ChainUnavailable(
                 f"extrinsic outcome unknown ({type(error).__name__ if error else 'no error'})"
             )
-        error_name = match.group(1)
     receipt = getattr(response, "extrinsic_receipt", None)
     # The fee the chain charged for the extrinsic (transaction_tao_fee is the AMM's swap fee).
     fee = getattr(response, "extrinsic_fee", None)

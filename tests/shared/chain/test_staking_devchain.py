@@ -249,6 +249,20 @@ async def test_on_chain_failure_is_an_outcome_with_the_module_error_name(
     assert node.nonce(coldkey) == 2
 
 
+async def test_pool_rejection_is_a_known_failure_with_nothing_included(
+    node393: DevChain, tmp_path: Path, coldkey: str
+) -> None:
+    node = node393
+    node.add_subnet(18)
+    node.fund(coldkey, 10)
+    node.reject_next_extrinsic()
+    async with stake_client(staker_settings(node.url, tmp_path / "wallets")) as staker:
+        outcome = await staker.add_stake(18, DEMO_HOTKEY, RAO)
+    assert (outcome.success, outcome.error_name) == (False, "PoolRejected")
+    assert node.applied == [] and node.nonce(coldkey) == 0
+    assert node.balance(coldkey) == 10 * RAO
+
+
 # ====================================================================== faults
 async def test_stalled_node_during_submit_is_chain_timeout_within_the_submit_bound(
     node393: DevChain, tmp_path: Path, coldkey: str
