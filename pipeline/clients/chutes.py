@@ -18,7 +18,7 @@ from pipeline.clients.http import (
     InvalidResponseError,
     NotConfiguredError,
     RetryPolicy,
-    make_session,
+    SessionOwner,
     request_json,
 )
 from shared.settings import Settings
@@ -43,7 +43,7 @@ class ChatCompletion:
     attempts: int = 1
 
 
-class ChutesClient:
+class ChutesClient(SessionOwner):
     """One model, deterministic settings (temperature 0) so a rescore of the same tweets
     gives the same score, and a small `max_tokens` so a rambling model cannot run up cost."""
 
@@ -67,8 +67,7 @@ class ChutesClient:
         self._max_tokens = max_tokens
         self._json_mode = json_mode
         self._retry = retry or RetryPolicy()
-        self._session = session
-        self._owns_session = session is None
+        super().__init__(session)
 
     @classmethod
     def from_settings(
@@ -139,23 +138,6 @@ class ChutesClient:
             result.attempts,
         )
         return completion
-
-    def _get_session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = make_session()
-            self._owns_session = True
-        return self._session
-
-    async def close(self) -> None:
-        """Close the session if this client created it; a passed-in session is the owner's."""
-        if self._owns_session and self._session is not None and not self._session.closed:
-            await self._session.close()
-
-    async def __aenter__(self) -> ChutesClient:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
 
 
 def parse_completion(body: Any, *, default_model: str) -> ChatCompletion:

@@ -24,7 +24,7 @@ from pipeline.clients.http import (
     InvalidResponseError,
     NotConfiguredError,
     RetryPolicy,
-    make_session,
+    SessionOwner,
     request_json,
 )
 from shared.settings import Settings
@@ -281,7 +281,7 @@ def _consume_error(task: asyncio.Task[TweetBatch]) -> None:
         task.exception()
 
 
-class DaturaClient:
+class DaturaClient(SessionOwner):
     """Tweet search for one subnet at a time.
 
     Sort is "Latest" by default: a trade acts on what people say now, and the
@@ -313,8 +313,7 @@ class DaturaClient:
         self._sort: Sort = sort
         self._filters = {k: _param(v) for k, v in (filters or {}).items()}
         self._retry = retry or RetryPolicy()
-        self._session = session
-        self._owns_session = session is None
+        super().__init__(session)
         self._cache = cache
         self._trusted_origins = tuple(trusted_origins)
 
@@ -414,23 +413,6 @@ class DaturaClient:
             result.attempts,
         )
         return batch
-
-    def _get_session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = make_session()
-            self._owns_session = True
-        return self._session
-
-    async def close(self) -> None:
-        """Close the session if this client created it; a passed-in session is the owner's."""
-        if self._owns_session and self._session is not None and not self._session.closed:
-            await self._session.close()
-
-    async def __aenter__(self) -> DaturaClient:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
 
 
 def _cost(value: str | None) -> float | None:

@@ -20,7 +20,7 @@ import time
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, Self
 
 import aiohttp
 import orjson
@@ -400,3 +400,29 @@ def _parse_body(service: str, status: int, body: bytes, secrets: Sequence[str]) 
             f"body is not JSON: {error_detail(body, secrets)}",
             retryable=False,
         ) from None
+
+
+class SessionOwner:
+    """A client's aiohttp session: a shared one passed in (the caller closes it) or its own,
+    created on first use and closed by `close()`."""
+
+    def __init__(self, session: aiohttp.ClientSession | None) -> None:
+        self._session = session
+        self._owns_session = session is None
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = make_session()
+            self._owns_session = True
+        return self._session
+
+    async def close(self) -> None:
+        """Close the session if this client created it; a passed-in session is the owner's."""
+        if self._owns_session and self._session is not None and not self._session.closed:
+            await self._session.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
