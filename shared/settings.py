@@ -34,6 +34,7 @@ class Settings(BaseSettings):
     redis_socket_timeout_s: float = Field(10.0, gt=0)
     database_url: str = ""
     db_pool_size: int = Field(20, ge=1)
+    db_command_timeout_s: float = Field(10.0, gt=0)
 
     # --- chain -----------------------------------------------------------------------------
     bittensor_network: str = "test"

@@ -12,12 +12,19 @@ MIGRATIONS_MODULE = "shared.db.migrations"
 
 
 def database_url(settings: Settings, url: str | None = None) -> str:
-    """The DB URL with the asyncpg pool sized from DB_POOL_SIZE unless the URL says otherwise."""
+    """The DB URL with the asyncpg pool sized from DB_POOL_SIZE and every statement bounded by
+    DB_COMMAND_TIMEOUT_S, unless the URL says otherwise."""
     url = url or settings.resolved_database_url
     parts = urlsplit(url)
-    if parts.scheme in {"postgres", "postgresql", "asyncpg"} and "maxsize" not in parts.query:
-        extra = urlencode({"minsize": 1, "maxsize": settings.db_pool_size})
-        url = f"{url}{'&' if parts.query else '?'}{extra}"
+    if parts.scheme in {"postgres", "postgresql", "asyncpg"}:
+        params: dict[str, object] = {}
+        if "maxsize" not in parts.query:
+            params.update(minsize=1, maxsize=settings.db_pool_size)
+        if "command_timeout" not in parts.query:
+            # A stalled database must fail the request (503), not hang it.
+            params["command_timeout"] = settings.db_command_timeout_s
+        if params:
+            url = f"{url}{'&' if parts.query else '?'}{urlencode(params)}"
     return url
 
 
