@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from typing import Any
 
@@ -49,8 +50,10 @@ class SentimentStage:
     async def handle(self, entry: StreamEntry) -> None:
         event = parse_event(TweetsFetched, entry)
         log = logger.bind(trade_id=event.trade_id, stage="sentiment")
-        trade = await ensure_trade(event)
-        stored = await SentimentScore.get_or_none(trade_id=event.trade_id)
+        trade, stored = await asyncio.gather(
+            ensure_trade(event), SentimentScore.get_or_none(trade_id=event.trade_id)
+        )
+        status = None
         if stored is None:
             tweets = [
                 Tweet(id=t.get("id"), text=str(t.get("text", "")), username=t.get("username"))
@@ -60,11 +63,11 @@ class SentimentStage:
             stored = await SentimentScore.create(
                 trade_id=event.trade_id, netuid=event.netuid, **result
             )
-            await set_status(trade, "scored")
+            status = set_status(trade, "scored")
             log.info("scored {score} with {backend} ({reason})", **result)
         else:
             log.info("score already stored for this trade; publishing it again")
-        await self._publish(
+        publish = self._publish(
             SentimentScored(
                 trade_id=event.trade_id,
                 netuid=event.netuid,
@@ -77,3 +80,4 @@ class SentimentStage:
                 reason=stored.fallback_reason or stored.reason,
             )
         )
+        await (asyncio.gather(status, publish) if status is not None else publish)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from loguru import logger
 
 from pipeline.clients.datura import DaturaClient
@@ -20,20 +22,24 @@ class TweetsStage:
     async def handle(self, entry: StreamEntry) -> None:
         event = parse_event(DividendRequested, entry)
         log = logger.bind(trade_id=event.trade_id, stage="tweets")
-        trade = await ensure_trade(event)
-        stored = await TweetBatch.get_or_none(trade_id=event.trade_id)
+        # Independent round trips run together: each one is a hop's latency.
+        trade, stored = await asyncio.gather(
+            ensure_trade(event), TweetBatch.get_or_none(trade_id=event.trade_id)
+        )
+        status = None
         if stored is None:
             stored = await self._fetch(event)
             if stored.error is not None:
                 await set_status(trade, "ended", stored.error)
                 log.warning("trade ended: {}", stored.error)
                 return
-            await set_status(trade, "tweets_fetched")
+            status = set_status(trade, "tweets_fetched")
         else:
             log.info("tweets already stored for this trade; publishing them again")
         if stored.error is not None:
             return  # the trade ended here; its reason is recorded
-        await self._publish(
+        # The batch is committed: its event and the trade's status can go out together.
+        publish = self._publish(
             TweetsFetched(
                 trade_id=event.trade_id,
                 netuid=event.netuid,
@@ -46,6 +52,7 @@ class TweetsStage:
                 reason=None if stored.count else "no tweets found",
             )
         )
+        await (asyncio.gather(status, publish) if status is not None else publish)
 
     async def _fetch(self, event: DividendRequested) -> TweetBatch:
         query = self._datura.query_for(event.netuid)
