@@ -34,7 +34,7 @@ from tortoise.exceptions import IntegrityError
 from pipeline.stages.decision import Decision, alpha_for_tao, decide, tao
 from pipeline.stages.records import Publisher, ensure_trade, parse_event, set_status
 from pipeline.worker import Retry, StreamEntry
-from shared.chain.staking_types import AccountState, StakeClient, StakeOutcome
+from shared.chain.staking_types import RAO_PER_TAO, AccountState, StakeClient, StakeOutcome
 from shared.constants import KEY_COLDKEY_LOCK
 from shared.db.models import StakeAction, Trade
 from shared.errors import ChainError
@@ -388,5 +388,15 @@ class StakeStage:
 
 
 def _stake_moved(action: StakeAction, account: AccountState) -> bool:
+    """Whether the stake moved by at least half of what the extrinsic would move.
+
+    Half, not any change: emissions also add alpha to a stake, and must not pass for an
+    add that was not applied.
+    """
     before = action.stake_before_rao or 0
-    return account.stake_rao > before if action.direction == "add" else account.stake_rao < before
+    if action.direction == "add":
+        tao_rao = int((action.amount_tao or 0) * RAO_PER_TAO)
+        expected = alpha_for_tao(tao_rao, account.alpha_price_rao) if tao_rao else 1
+        return account.stake_rao - before >= max(1, expected // 2)
+    expected = int((action.amount_alpha or 0) * RAO_PER_TAO) or 1
+    return before - account.stake_rao >= max(1, expected // 2)

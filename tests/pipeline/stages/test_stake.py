@@ -208,3 +208,31 @@ async def test_lock_serializes_one_coldkey(
         for trade_id in ids:
             await eventually(lambda t=trade_id: _settled(t))  # type: ignore[misc]
     assert peak == 1 and len(staker.extrinsics) == 5
+
+
+async def test_emissions_alone_do_not_pass_for_an_applied_add(
+    orm: str, redis: Redis, pipeline_settings: Settings
+) -> None:
+    from decimal import Decimal
+
+    from shared.db.models import Trade
+
+    staker = FakeStaker()
+    trade = await Trade.create(trade_id=new_id(), netuid=3, hotkey=ALICE, source="api")
+    await StakeAction.create(
+        trade=trade,
+        netuid=3,
+        hotkey=ALICE,
+        direction="add",
+        status="unknown",
+        nonce_before=0,
+        block_before=100,
+        stake_before_rao=5_000_000_000,
+        amount_tao=Decimal(1),
+        coldkey=COLDKEY,
+    )
+    staker.nonce = 1  # some extrinsic of this coldkey went in ...
+    staker.stakes[(3, ALICE)] = 5_000_000_000 + 10_000_000  # ... but only emissions arrived
+    async with running_worker(pipeline_settings, staker, stages=("stake",)):
+        action = await eventually(lambda: _settled(trade.trade_id))
+    assert action.status == "failed" and action.success is False
