@@ -14,6 +14,7 @@ from tortoise import Tortoise
 
 from pipeline.runner import StakeSetup, build_worker
 from pipeline.worker import Worker
+from shared.chain.staking_types import StakeClient
 from shared.db.config import tortoise_config
 from shared.settings import Settings
 from tests.conftest import make_settings
@@ -76,7 +77,7 @@ def pipeline_settings(
 @contextlib.asynccontextmanager
 async def running_worker(
     settings: Settings,
-    staker: FakeStaker | None,
+    staker: StakeClient | None,
     *,
     stages: tuple[str, ...] = ("tweets", "sentiment", "stake"),
     consumer: str | None = None,

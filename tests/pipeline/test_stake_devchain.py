@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from pipeline.runner import StakeSetup, build_worker, open_staker
+from pipeline.runner import open_staker
 from pipeline.worker import Worker
 from shared.bus import publish
 from shared.chain.staking import SubtensorStaker
@@ -36,6 +36,7 @@ from shared.settings import Settings
 from tests.conftest import make_settings
 from tests.devchain import FIXTURES_HINT, DevChain, fixtures_dir
 from tests.devchain.seed import DEMO_HOTKEY
+from tests.pipeline.conftest import running_worker
 from tests.shared.chain.test_staking_devchain import make_unencrypted_wallet
 
 os.environ["BT_MEV_PROTECTION"] = "0"
@@ -84,21 +85,10 @@ async def stake_worker(settings: Settings, consumer: str) -> AsyncIterator[Worke
     """The stake stage on the wallet's real SubtensorStaker (`StakeSetup(staker, None)`)."""
     async with open_staker(settings) as setup:
         assert isinstance(setup.staker, SubtensorStaker) and setup.problem is None, setup.problem
-        async with build_worker(
-            settings,
-            ("stake",),
-            stake_setup=StakeSetup(setup.staker, None),
-            consumer=consumer,
-            block_ms=50,
-            claim_every_s=0.1,
-            init_orm=False,
+        async with running_worker(
+            settings, setup.staker, stages=("stake",), consumer=consumer
         ) as worker:
-            task = asyncio.create_task(worker.run())
-            try:
-                yield worker
-            finally:
-                worker.stop()
-                await asyncio.wait_for(task, 10)
+            yield worker
 
 
 def scored(trade_id: str, score: int) -> SentimentScored:
