@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -34,8 +35,8 @@ class StakeActionOut(BaseModel):
     status: str
     reason: str | None
     score: int | None
-    amount_tao: str | None
-    amount_alpha: str | None
+    amount_tao: Decimal | None
+    amount_alpha: Decimal | None
     success: bool | None
     message: str | None
     error_name: str | None
@@ -47,7 +48,7 @@ class StakeActionOut(BaseModel):
     updated_at: datetime
 
 
-class TradeOut(BaseModel):
+class TradeSummary(BaseModel):
     trade_id: str
     netuid: int
     hotkey: str
@@ -56,11 +57,15 @@ class TradeOut(BaseModel):
     reason: str | None
     requested_by: str | None
     request_id: str | None
+    replay_of: str | None
     created_at: datetime
     updated_at: datetime
-    tweets: TweetsOut | None
-    sentiment: SentimentOut | None
-    stake_action: StakeActionOut | None
+
+
+class TradeOut(TradeSummary):
+    tweets: TweetsOut | None = None
+    sentiment: SentimentOut | None = None
+    stake_action: StakeActionOut | None = None
 
 
 class StakeActionPage(BaseModel):
