@@ -8,6 +8,8 @@ from fastapi import Depends, Header, Request
 
 from gateway.auth import Caller
 from gateway.state import AppState
+from shared.errors import InvalidInput
+from shared.ss58 import normalize_ss58
 
 
 async def get_state(request: Request) -> AppState:
@@ -36,3 +38,13 @@ async def request_id(request: Request) -> str:
 
 
 RequestIdDep = Annotated[str, Depends(request_id)]
+
+
+def hotkey_param(value: str) -> str:
+    """A hotkey query/body value, checked and normalized to SS58 format 42."""
+    try:
+        return normalize_ss58(value)
+    except ValueError as exc:
+        raise InvalidInput(
+            "hotkey: not a valid SS58 address (bad characters, length or checksum)"
+        ) from exc

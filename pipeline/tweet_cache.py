@@ -3,6 +3,7 @@ trades for one subnet costs one Datura search."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from redis.asyncio import Redis
@@ -24,8 +25,6 @@ def _dump(batch: TweetBatch) -> dict[str, Any]:
 
 
 def _load(data: dict[str, Any], cached: bool) -> TweetBatch:
-    from datetime import datetime
-
     return TweetBatch(
         netuid=int(data["netuid"]),
         query=str(data["query"]),

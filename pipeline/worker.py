@@ -46,6 +46,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from shared.constants import EVENT_VERSION, KEY_WORKER_HEALTH, STREAM_DEAD_LETTER
+from shared.events import decode_fields, text
 from shared.ids import iso, new_id, utcnow
 from shared.logging import mask
 
@@ -150,14 +151,6 @@ class _Backoff:
 
     def reset(self) -> None:
         self._next = 0.0
-
-
-def _text(value: Any) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-
-
-def _decode_fields(raw: Any) -> dict[str, str]:
-    return {_text(k): _text(v) for k, v in dict(raw).items()}
 
 
 def _stream_entries(response: Any) -> list[Any]:
@@ -394,7 +387,11 @@ class Worker:
                     pairs = _stream_entries(response)
                     for raw_id, raw_fields in pairs:
                         entry = StreamEntry(
-                            stage.stream, stage.group, _text(raw_id), _decode_fields(raw_fields), 1
+                            stage.stream,
+                            stage.group,
+                            text(raw_id),
+                            decode_fields(raw_fields),
+                            1,
                         )
                         self._start(stage, entry)
                         started += 1
@@ -464,19 +461,19 @@ class Worker:
                     start_id=cursor,
                     count=reserved,
                 )
-                cursor = _text(reply[0])
+                cursor = text(reply[0])
                 claimed: list[tuple[str, dict[str, str]]] = []
-                gone: list[str] = [_text(i) for i in (reply[2] if len(reply) > 2 else [])]
+                gone: list[str] = [text(i) for i in (reply[2] if len(reply) > 2 else [])]
                 for raw_id, raw_fields in reply[1] or []:
                     if raw_id is None:
                         continue
                     if raw_fields is None:
-                        gone.append(_text(raw_id))  # deleted entry (Redis 6.2 reply shape)
+                        gone.append(text(raw_id))  # deleted entry (Redis 6.2 reply shape)
                         continue
-                    key = (stage.stream, stage.group, _text(raw_id))
+                    key = (stage.stream, stage.group, text(raw_id))
                     if key in self._handling:
                         continue  # still running here; keepalive lapsed (event loop stalled?)
-                    claimed.append((_text(raw_id), _decode_fields(raw_fields)))
+                    claimed.append((text(raw_id), decode_fields(raw_fields)))
                 if gone:
                     # Redis 7 has already dropped them from the PEL; XACK covers older servers.
                     await self._redis.xack(stage.stream, stage.group, *gone)
@@ -509,7 +506,7 @@ class Worker:
         counts: dict[str, int] = {}
         for rows in replies:
             for row in rows:
-                counts[_text(row["message_id"])] = int(row["times_delivered"])
+                counts[text(row["message_id"])] = int(row["times_delivered"])
         return counts
 
     async def _ensure_group(self, stage: Stage) -> None:

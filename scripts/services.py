@@ -26,7 +26,7 @@ DEFAULT_TEST_REDIS = "redis://127.0.0.1:6379/15"
 DEFAULT_TEST_DB = "postgres://postgres@127.0.0.1:5432/test"
 
 
-def _redis_ok(url: str) -> bool:
+def redis_ok(url: str) -> bool:
     try:
         return bool(redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2).ping())
     except (redis.RedisError, OSError):
@@ -34,7 +34,7 @@ def _redis_ok(url: str) -> bool:
 
 
 def ensure_redis(url: str) -> bool:
-    if _redis_ok(url):
+    if redis_ok(url):
         return True
     parts = urlsplit(url)
     server = shutil.which("redis-server")
@@ -58,7 +58,7 @@ def ensure_redis(url: str) -> bool:
             check=False,
         )
         for _ in range(50):
-            if _redis_ok(url):
+            if redis_ok(url):
                 return True
             time.sleep(0.1)
     print(
@@ -70,7 +70,7 @@ def ensure_redis(url: str) -> bool:
     return False
 
 
-async def _pg_ok(url: str) -> bool:
+async def postgres_ok(url: str) -> bool:
     try:
         conn = await asyncpg.connect(url, timeout=3)
     except (OSError, asyncpg.PostgresError, TimeoutError):
@@ -97,9 +97,9 @@ async def _create_database(url: str) -> bool:
 
 
 def ensure_postgres(url: str) -> bool:
-    if asyncio.run(_pg_ok(url)):
+    if asyncio.run(postgres_ok(url)):
         return True
-    if asyncio.run(_create_database(url)) and asyncio.run(_pg_ok(url)):
+    if asyncio.run(_create_database(url)) and asyncio.run(postgres_ok(url)):
         return True
     parts = urlsplit(url)
     versions = sorted(glob.glob("/etc/postgresql/*"))
@@ -110,10 +110,10 @@ def ensure_postgres(url: str) -> bool:
             ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "start"], check=False
         )
         for _ in range(50):
-            if asyncio.run(_create_database(url)) and asyncio.run(_pg_ok(url)):
+            if asyncio.run(_create_database(url)) and asyncio.run(postgres_ok(url)):
                 return True
             time.sleep(0.2)
-    if _docker_ok():
+    if docker_ok():
         print("PostgreSQL not reachable; the tests will start one with testcontainers")
         return True
     print(
@@ -124,7 +124,7 @@ def ensure_postgres(url: str) -> bool:
     return False
 
 
-def _docker_ok() -> bool:
+def docker_ok() -> bool:
     try:
         import docker
 
@@ -142,7 +142,7 @@ def main() -> int:
     if "redis" in args.services:
         url = os.environ.get("TEST_REDIS_URL", DEFAULT_TEST_REDIS) if args.test else None
         url = url or os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
-        ok &= ensure_redis(url) or (args.test and _docker_ok())
+        ok &= ensure_redis(url) or (args.test and docker_ok())
     if "postgres" in args.services:
         ok &= ensure_postgres(os.environ.get("TEST_DATABASE_URL", DEFAULT_TEST_DB))
     return 0 if ok else 1

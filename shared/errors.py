@@ -32,6 +32,13 @@ class RateLimited(AppError):
         self.retry_after_s = retry_after_s
 
 
+class InvalidInput(AppError):
+    """Input that passed type validation but not a domain check; the message names the field."""
+
+    status = 422
+    code = "validation_error"
+
+
 class NotFound(AppError):
     status = 404
     code = "not_found"

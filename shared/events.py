@@ -46,7 +46,7 @@ class Event(BaseModel):
 
     @classmethod
     def from_fields(cls, raw: Mapping[Any, Any]) -> Self:
-        fields = {_text(k): _text(v) for k, v in raw.items()}
+        fields = decode_fields(raw)
         fields.pop("type", None)
         data: dict[str, Any] = {}
         for name, info in cls.model_fields.items():
@@ -61,8 +61,14 @@ class Event(BaseModel):
         return cls.model_validate(data)
 
 
-def _text(value: Any) -> str:
+def text(value: Any) -> str:
+    """A Redis reply value (bytes or str) as str."""
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def decode_fields(raw: Mapping[Any, Any]) -> dict[str, str]:
+    """A stream entry's fields as str → str."""
+    return {text(k): text(v) for k, v in raw.items()}
 
 
 def _encode(value: Any) -> str:

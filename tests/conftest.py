@@ -20,12 +20,12 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-import redis as sync_redis
 from fastapi import FastAPI
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
 from gateway.app import create_app
+from scripts.services import docker_ok, postgres_ok, redis_ok
 from shared.db.migrate import migrate_database
 from shared.settings import Settings
 from tests.fakes.chain import FakeChain
@@ -34,38 +34,13 @@ TOKENS = ["test-token-alpha-123", "test-token-beta-456"]
 TABLES = ["stake_actions", "sentiment_scores", "tweet_batches", "trades", "api_tokens"]
 
 
-def _redis_ok(url: str) -> bool:
-    try:
-        return bool(sync_redis.Redis.from_url(url, socket_connect_timeout=1).ping())
-    except (sync_redis.RedisError, OSError):
-        return False
-
-
-async def _pg_ok(url: str) -> bool:
-    try:
-        conn = await asyncpg.connect(url, timeout=3)
-    except (OSError, asyncpg.PostgresError, TimeoutError):
-        return False
-    await conn.close()
-    return True
-
-
-def _docker() -> bool:
-    try:
-        import docker
-
-        return bool(docker.from_env().ping())
-    except Exception:
-        return False
-
-
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
     url = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-    if _redis_ok(url):
+    if redis_ok(url):
         yield url
         return
-    if not _docker():
+    if not docker_ok():
         pytest.exit(f"Redis not reachable at {url} and no Docker engine; run `make test`", 3)
     from testcontainers.redis import RedisContainer
 
@@ -76,8 +51,8 @@ def redis_url() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def database_url() -> Iterator[str]:
     url = os.environ.get("TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test")
-    if not asyncio.run(_pg_ok(url)):
-        if not _docker():
+    if not asyncio.run(postgres_ok(url)):
+        if not docker_ok():
             pytest.exit(f"PostgreSQL not reachable at {url} and no Docker engine", 3)
         from testcontainers.postgres import PostgresContainer
 
@@ -179,7 +154,7 @@ def private_redis() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     )
     url = f"redis://127.0.0.1:{port}/0"
     deadline = time.monotonic() + 5
-    while not _redis_ok(url):
+    while not redis_ok(url):
         if time.monotonic() > deadline:
             proc.kill()
             pytest.fail("private redis-server did not start")

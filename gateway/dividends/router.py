@@ -6,11 +6,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from gateway.deps import CallerDep, RequestIdDep, StateDep
+from gateway.deps import CallerDep, RequestIdDep, StateDep, hotkey_param
 from gateway.dividends.presenter import dividends_body, trade_fields
 from gateway.dividends.schemas import DividendCollectionResponse, DividendResponse
-from shared.errors import AppError
-from shared.ss58 import normalize_ss58
 
 router = APIRouter(prefix="/api/v1", tags=["dividends"])
 
@@ -21,11 +19,6 @@ ERROR_RESPONSES: dict[int | str, dict[str, str]] = {
     503: {"description": "Redis or the chain cannot answer"},
     504: {"description": "The chain did not answer in time"},
 }
-
-
-class InvalidHotkey(AppError):
-    status = 422
-    code = "validation_error"
 
 
 @router.get(
@@ -50,12 +43,7 @@ async def tao_dividends(
     ] = None,
 ) -> DividendResponse | DividendCollectionResponse:
     if hotkey is not None:
-        try:
-            hotkey = normalize_ss58(hotkey)
-        except ValueError as exc:
-            raise InvalidHotkey(
-                "hotkey: not a valid SS58 address (bad characters, length or checksum)"
-            ) from exc
+        hotkey = hotkey_param(hotkey)
     settings = state.settings
     do_trade = settings.trade_by_default if trade is None else trade
     if do_trade:

@@ -6,28 +6,15 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 
-from gateway.deps import CallerDep, RequestIdDep, StateDep
+from gateway.deps import CallerDep, RequestIdDep, StateDep, hotkey_param
 from gateway.dividends.presenter import trade_fields
 from gateway.trades import service
 from gateway.trades.schemas import StakeActionPage, TradeOut, TradeRequest, TradeTriggered
-from shared.errors import AppError
+from shared.errors import InvalidInput
 from shared.events import DividendRequested
 from shared.ids import new_id
-from shared.ss58 import normalize_ss58
 
 router = APIRouter(prefix="/api/v1", tags=["trades"])
-
-
-class InvalidInput(AppError):
-    status = 422
-    code = "validation_error"
-
-
-def _hotkey(value: str) -> str:
-    try:
-        return normalize_ss58(value)
-    except ValueError as exc:
-        raise InvalidInput("hotkey: not a valid SS58 address") from exc
 
 
 @router.get(
@@ -53,7 +40,7 @@ async def stake_actions(
     cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page")] = None,
 ) -> StakeActionPage:
     if hotkey is not None:
-        hotkey = _hotkey(hotkey)
+        hotkey = hotkey_param(hotkey)
     if cursor is not None and not cursor.isdigit():
         raise InvalidInput("cursor: not a cursor returned by this endpoint")
     return await service.list_stake_actions(
@@ -75,7 +62,7 @@ async def stake_actions(
 async def trigger_trade(
     body: TradeRequest, state: StateDep, caller: CallerDep, request_id: RequestIdDep
 ) -> TradeTriggered:
-    hotkey = _hotkey(body.hotkey)
+    hotkey = hotkey_param(body.hotkey)
     state.limiter.hit(caller.token_hash[:16], "trade", state.settings.trade_rate_limit_per_min)
     event = DividendRequested(
         trade_id=new_id(),

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Any
 
 import orjson
 from redis.asyncio import Redis
 
 from shared.constants import STREAM_DEAD_LETTER
+from shared.events import decode_fields, text
 
 _DURATION = re.compile(r"^(\d+)([smhd])$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -26,24 +26,16 @@ def parse_duration(text: str) -> int:
     return int(match.group(1)) * _UNIT_S[match.group(2)]
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _decode(fields: Any) -> dict[str, str]:
-    return {_text(k): _text(v) for k, v in fields.items()}
-
-
 async def list_letters(redis: Redis, count: int = 50) -> list[tuple[str, dict[str, str]]]:
     entries = await redis.xrevrange(STREAM_DEAD_LETTER, count=count) or []
-    return [(_text(eid), _decode(f)) for eid, f in entries if f is not None]
+    return [(text(eid), decode_fields(f)) for eid, f in entries if f is not None]
 
 
 async def get_letter(redis: Redis, entry_id: str) -> dict[str, str]:
     entries = await redis.xrange(STREAM_DEAD_LETTER, min=entry_id, max=entry_id) or []
     if not entries or entries[0][1] is None:
         raise DeadLetterError(f"no dead letter {entry_id}")
-    return _decode(entries[0][1])
+    return decode_fields(entries[0][1])
 
 
 async def requeue(redis: Redis, entry_id: str, *, maxlen: int) -> str:

@@ -8,13 +8,11 @@ which does trade for real, once.
 
 from __future__ import annotations
 
-from typing import Any
-
 from redis.asyncio import Redis
 
 from shared.constants import EVENT_STREAMS, STREAM_DIVIDEND_REQUESTED
 from shared.db.models import Trade
-from shared.events import DividendRequested
+from shared.events import DividendRequested, decode_fields, text
 from shared.ids import iso, new_id, utcnow
 
 PAGE = 1000
@@ -22,14 +20,6 @@ PAGE = 1000
 
 class ReplayError(Exception):
     pass
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _decode(fields: Any) -> dict[str, str]:
-    return {_text(k): _text(v) for k, v in fields.items()}
 
 
 async def entries_between(
@@ -41,7 +31,7 @@ async def entries_between(
         page = await redis.xrange(stream, min=cursor, max=end, count=PAGE) or []
         for eid, fields in page:
             if eid is not None and fields is not None:
-                out.append((_text(eid), _decode(fields)))
+                out.append((text(eid), decode_fields(fields)))
         if len(page) < PAGE:
             return out
         cursor = "(" + out[-1][0]

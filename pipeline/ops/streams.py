@@ -4,7 +4,6 @@ pending idle time per stream, and the dead-letter count."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
@@ -19,6 +18,7 @@ from shared.constants import (
     STREAM_STAKE_EXECUTED,
     STREAM_TWEETS_FETCHED,
 )
+from shared.events import text
 
 STREAMS = [
     (STREAM_DIVIDEND_REQUESTED, GROUP_TWEETS),
@@ -41,10 +41,6 @@ class GroupRow:
     oldest_pending_idle_s: float | None
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 async def stream_rows(redis: Redis) -> list[GroupRow]:
     rows: list[GroupRow] = []
     for stream, expected_group in STREAMS:
@@ -53,12 +49,12 @@ async def stream_rows(redis: Redis) -> list[GroupRow]:
         except ResponseError:  # the stream does not exist yet
             rows.append(GroupRow(stream, 0, "-", expected_group, None, None, None, None))
             continue
-        length, last_id = int(info["length"]), _text(info["last-generated-id"])
+        length, last_id = int(info["length"]), text(info["last-generated-id"])
         groups = await redis.xinfo_groups(stream)
         if not groups:
             rows.append(GroupRow(stream, length, last_id, None, None, None, None, None))
         for group in groups:
-            name = _text(group["name"])
+            name = text(group["name"])
             idle = None
             if int(group["pending"]):
                 oldest = await redis.xpending_range(stream, name, min="-", max="+", count=1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import TypeVar
 
 from pydantic import ValidationError
@@ -24,9 +25,9 @@ def parse_event(cls: type[E], entry: StreamEntry) -> E:
         raise Drop(f"malformed {cls.TYPE} entry: {exc}") from exc
 
 
-async def ensure_trade(event: Event) -> str:
+async def ensure_trade(event: Event) -> None:
     """Record the trade if this is the first time it is seen (one INSERT … ON CONFLICT DO
-    NOTHING); returns its id."""
+    NOTHING)."""
     trade = Trade(
         trade_id=event.trade_id,
         netuid=event.netuid,
@@ -37,7 +38,6 @@ async def ensure_trade(event: Event) -> str:
         replay_of=getattr(event, "replay_of", None),
     )
     await Trade.bulk_create([trade], ignore_conflicts=True)
-    return event.trade_id
 
 
 async def set_status(trade_id: str, status: str, reason: str | None = None) -> None:
@@ -54,5 +54,11 @@ class Publisher:
         self._redis = redis
         self._maxlen = maxlen
 
-    async def __call__(self, event: Event) -> str:
-        return await publish(self._redis, event, maxlen=self._maxlen)
+    async def __call__(self, event: Event, *, status: str | None = None) -> None:
+        """Publish `event`; with `status`, record the trade's new status at the same time
+        (both follow the committed record, neither depends on the other)."""
+        sent = publish(self._redis, event, maxlen=self._maxlen)
+        if status is None:
+            await sent
+        else:
+            await asyncio.gather(sent, set_status(event.trade_id, status))

@@ -11,7 +11,7 @@ from loguru import logger
 
 from pipeline.clients.datura import Tweet
 from pipeline.sentiment.scorer import SentimentScorer
-from pipeline.stages.records import Publisher, ensure_trade, parse_event, set_status
+from pipeline.stages.records import Publisher, ensure_trade, parse_event
 from pipeline.worker import StreamEntry
 from shared.cache import TwoLevelCache
 from shared.db.models import SentimentScore
@@ -50,7 +50,7 @@ class SentimentStage:
     async def handle(self, entry: StreamEntry) -> None:
         event = parse_event(TweetsFetched, entry)
         log = logger.bind(trade_id=event.trade_id, stage="sentiment")
-        trade, stored = await asyncio.gather(
+        _, stored = await asyncio.gather(
             ensure_trade(event), SentimentScore.get_or_none(trade_id=event.trade_id)
         )
         status = None
@@ -63,11 +63,11 @@ class SentimentStage:
             stored = await SentimentScore.create(
                 trade_id=event.trade_id, netuid=event.netuid, **result
             )
-            status = set_status(trade, "scored")
+            status = "scored"
             log.info("scored {score} with {backend} ({reason})", **result)
         else:
             log.info("score already stored for this trade; publishing it again")
-        publish = self._publish(
+        await self._publish(
             SentimentScored(
                 trade_id=event.trade_id,
                 netuid=event.netuid,
@@ -78,6 +78,6 @@ class SentimentStage:
                 model=stored.model,
                 tweets_scored=event.count,
                 reason=stored.fallback_reason or stored.reason,
-            )
+            ),
+            status=status,
         )
-        await (asyncio.gather(status, publish) if status is not None else publish)

@@ -78,7 +78,7 @@ class StakeStage:
 
     async def handle(self, entry: StreamEntry) -> None:
         event = parse_event(SentimentScored, entry)
-        ref = await ensure_trade(event)
+        await ensure_trade(event)
         action = await StakeAction.get_or_none(trade_id=event.trade_id)
         if action is not None and action.status in TERMINAL:
             logger.bind(trade_id=event.trade_id).info(
@@ -93,28 +93,28 @@ class StakeStage:
                 "stake action {} is being settled by the reconciler", action.status
             )
             return
-        await self._execute(event, ref)
+        await self._execute(event)
 
     # ------------------------------------------------------------------ decision
-    async def _execute(self, event: SentimentScored, ref: str) -> None:
+    async def _execute(self, event: SentimentScored) -> None:
         settings = self._settings
         decision = decide(event.score, settings)
         if decision.direction == "none":
-            await self._finish(event, ref, decision, "skipped", decision.reason)
+            await self._finish(event, decision, "skipped", decision.reason)
             return
         if not settings.staking_enabled:
             await self._finish(
-                event, ref, decision, "skipped", "staking disabled (STAKING_ENABLED=false)"
+                event, decision, "skipped", "staking disabled (STAKING_ENABLED=false)"
             )
             return
         if self._staker is None:
             await self._finish(
-                event, ref, decision, "skipped", f"{self._wallet_problem}: nothing submitted"
+                event, decision, "skipped", f"{self._wallet_problem}: nothing submitted"
             )
             return
         staker = self._staker
         async with self._coldkey_lock(staker.coldkey):
-            await self._submit(event, ref, decision, staker)
+            await self._submit(event, decision, staker)
 
     @contextlib.asynccontextmanager
     async def _coldkey_lock(self, coldkey: str) -> AsyncIterator[None]:
@@ -142,7 +142,7 @@ class StakeStage:
                     logger.warning("coldkey lock expired before release")
 
     async def _submit(
-        self, event: SentimentScored, ref: str, decision: Decision, staker: StakeClient
+        self, event: SentimentScored, decision: Decision, staker: StakeClient
     ) -> None:
         if await StakeAction.exists(trade_id=event.trade_id):
             # Another consumer executed this trade while we waited for the coldkey lock.
@@ -161,7 +161,6 @@ class StakeStage:
             if spendable < decision.amount_rao:
                 await self._finish(
                     event,
-                    ref,
                     decision,
                     "skipped",
                     f"insufficient free balance: {tao(account.free_rao)} TAO "
@@ -173,7 +172,6 @@ class StakeStage:
             if account.stake_rao <= 0:
                 await self._finish(
                     event,
-                    ref,
                     decision,
                     "skipped",
                     f"nothing to unstake on netuid {event.netuid}",
@@ -187,7 +185,6 @@ class StakeStage:
             what = "add_stake" if decision.direction == "add" else "unstake"
             await self._finish(
                 event,
-                ref,
                 decision,
                 "dry_run",
                 f"STAKE_DRY_RUN: would {what} ({decision.reason})",
@@ -214,7 +211,7 @@ class StakeStage:
             raise Retry(
                 "stake action already being executed by another consumer", defer_s=2
             ) from exc
-        await set_status(ref, "submitting")
+        await set_status(event.trade_id, "submitting")
         log = logger.bind(trade_id=event.trade_id, stage="stake")
         log.info("submitting {} on netuid {}", decision.reason, event.netuid)
         try:
@@ -233,13 +230,13 @@ class StakeStage:
             reason = f"outcome unknown ({type(exc).__name__}: {exc}); will reconcile from chain"
             action.status, action.reason = "unknown", reason
             await action.save(update_fields=["status", "reason", "updated_at"])
-            await set_status(ref, "unknown", reason)
+            await set_status(event.trade_id, "unknown", reason)
             logger.bind(trade_id=event.trade_id, stage="stake").warning("{}", reason)
             return
-        await self._record_outcome(event, ref, action, outcome)
+        await self._record_outcome(event, action, outcome)
 
     async def _record_outcome(
-        self, event: SentimentScored, ref: str, action: StakeAction, outcome: StakeOutcome
+        self, event: SentimentScored, action: StakeAction, outcome: StakeOutcome
     ) -> None:
         action.status = "succeeded" if outcome.success else "failed"
         action.success = outcome.success
@@ -252,7 +249,7 @@ class StakeStage:
         if not outcome.success:
             action.reason = f"chain rejected the extrinsic: {outcome.error_name or outcome.message}"
         await action.save()
-        await set_status(ref, action.status, action.reason)
+        await set_status(event.trade_id, action.status, action.reason)
         logger.bind(trade_id=event.trade_id, stage="stake").info(
             "{} {}: {}", action.direction, action.status, outcome.message
         )
@@ -332,7 +329,6 @@ class StakeStage:
     async def _finish(
         self,
         event: SentimentScored,
-        ref: str,
         decision: Decision,
         status: str,
         reason: str,
@@ -355,7 +351,7 @@ class StakeStage:
             )
         except IntegrityError as exc:
             raise Retry("stake action recorded concurrently; re-reading it", defer_s=1) from exc
-        await set_status(ref, status, reason)
+        await set_status(event.trade_id, status, reason)
         logger.bind(trade_id=event.trade_id, stage="stake").info("{}: {}", status, reason)
         await self._announce(event, action)
 

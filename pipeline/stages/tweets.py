@@ -23,23 +23,22 @@ class TweetsStage:
         event = parse_event(DividendRequested, entry)
         log = logger.bind(trade_id=event.trade_id, stage="tweets")
         # Independent round trips run together: each one is a hop's latency.
-        trade, stored = await asyncio.gather(
+        _, stored = await asyncio.gather(
             ensure_trade(event), TweetBatch.get_or_none(trade_id=event.trade_id)
         )
         status = None
         if stored is None:
             stored = await self._fetch(event)
             if stored.error is not None:
-                await set_status(trade, "ended", stored.error)
+                await set_status(event.trade_id, "ended", stored.error)
                 log.warning("trade ended: {}", stored.error)
                 return
-            status = set_status(trade, "tweets_fetched")
+            status = "tweets_fetched"
         else:
             log.info("tweets already stored for this trade; publishing them again")
         if stored.error is not None:
             return  # the trade ended here; its reason is recorded
-        # The batch is committed: its event and the trade's status can go out together.
-        publish = self._publish(
+        await self._publish(
             TweetsFetched(
                 trade_id=event.trade_id,
                 netuid=event.netuid,
@@ -50,9 +49,9 @@ class TweetsStage:
                 query=stored.query,
                 tweets=stored.tweets,
                 reason=None if stored.count else "no tweets found",
-            )
+            ),
+            status=status,
         )
-        await (asyncio.gather(status, publish) if status is not None else publish)
 
     async def _fetch(self, event: DividendRequested) -> TweetBatch:
         query = self._datura.query_for(event.netuid)
@@ -70,7 +69,8 @@ class TweetsStage:
             reason = (
                 f"Datura refused the search ({exc.code}, HTTP {exc.upstream_status}): {exc.message}"
             )
-            row = await TweetBatch.create(
+            # Not retried: the trade ends here (the caller records why).
+            return await TweetBatch.create(
                 trade_id=event.trade_id,
                 source="datura",
                 query=query,
@@ -78,10 +78,6 @@ class TweetsStage:
                 tweets=[],
                 error=reason,
             )
-            trade = await ensure_trade(event)
-            await set_status(trade, "ended", reason)
-            logger.bind(trade_id=event.trade_id).warning("trade ended: {}", reason)
-            return row
         except ExternalAPIError as exc:
             if exc.retryable:
                 raise Retry(f"Datura unavailable: {exc.message}", defer_s=5) from exc

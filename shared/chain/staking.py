@@ -7,6 +7,7 @@ set, which neither the test network's public nodes nor a local node provide.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import re
 from typing import Any
@@ -163,7 +164,5 @@ class SubtensorStaker:
 
 async def open_stake_client(settings: Settings, chain: SubtensorChain) -> StakeClient:
     """The wallet's stake client; raises `WalletProblem` saying what is missing."""
-    import asyncio
-
     wallet = await asyncio.to_thread(load_wallet, settings)
     return SubtensorStaker(chain, wallet, submit_timeout_s=settings.stake_submit_timeout_s)

@@ -9,13 +9,11 @@ Skipped when the recorded metadata is absent.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import Decimal
 from pathlib import Path
@@ -36,7 +34,7 @@ from shared.settings import Settings
 from tests.conftest import make_settings
 from tests.devchain import FIXTURES_HINT, DevChain, fixtures_dir
 from tests.devchain.seed import DEMO_HOTKEY
-from tests.pipeline.conftest import running_worker
+from tests.pipeline.conftest import eventually, running_worker
 from tests.shared.chain.test_staking_devchain import make_unencrypted_wallet
 
 os.environ["BT_MEV_PROTECTION"] = "0"
@@ -97,17 +95,6 @@ def scored(trade_id: str, score: int) -> SentimentScored:
     )
 
 
-async def wait_for(check: Callable[[], Awaitable[Any]], within_s: float = 15.0) -> Any:
-    deadline = time.monotonic() + within_s
-    while True:
-        value = await check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {within_s}s")
-        await asyncio.sleep(0.05)
-
-
 def settled(trade_id: str) -> Callable[[], Awaitable[StakeAction | None]]:
     async def check() -> StakeAction | None:
         row = await StakeAction.get_or_none(trade_id=trade_id)
@@ -147,7 +134,7 @@ async def test_positive_score_stakes_one_tao_on_the_node(
     trade_id = new_id()
     await publish(redis, scored(trade_id, 60), maxlen=1000)
     async with stake_worker(settings, "stake-a"):
-        action = await wait_for(settled(trade_id))
+        action = await eventually(settled(trade_id), timeout=15)
 
     (applied,) = node.applied
     assert (applied.call, applied.signer, applied.success) == ("add_stake", coldkey, True)
@@ -181,7 +168,7 @@ async def test_negative_score_unstakes_alpha_worth_one_tao_at_the_node_price(
     trade_id = new_id()
     await publish(redis, scored(trade_id, -40), maxlen=1000)
     async with stake_worker(settings, "stake-a"):
-        action = await wait_for(settled(trade_id))
+        action = await eventually(settled(trade_id), timeout=15)
 
     worth_one_tao = RAO * RAO // node.price(18)  # 20 alpha at 0.05 TAO per alpha
     assert worth_one_tao == 20 * RAO
@@ -206,7 +193,7 @@ async def test_chain_failure_is_recorded_failed_with_the_error_name(
     trade_id = new_id()
     await publish(redis, scored(trade_id, 60), maxlen=1000)
     async with stake_worker(settings, "stake-a"):
-        action = await wait_for(settled(trade_id))
+        action = await eventually(settled(trade_id), timeout=15)
 
     (applied,) = node.applied  # included and failed: not retried
     assert (applied.success, applied.error) == (False, "SubnetNotExists")
@@ -234,13 +221,13 @@ async def test_the_same_sentiment_scored_twice_gives_one_extrinsic(
     for _ in range(2):  # a redelivery / replay of the very same event
         await publish(redis, event, maxlen=1000)
     async with stake_worker(settings, "stake-a"):
-        action = await wait_for(settled(trade_id))
+        action = await eventually(settled(trade_id), timeout=15)
 
         async def both_handled() -> bool:
             (group,) = await redis.xinfo_groups(STREAM_SENTIMENT_SCORED)
             return bool(group["pending"] == 0 and group["entries-read"] == 2)
 
-        await wait_for(both_handled)
+        await eventually(both_handled, timeout=15)
         events = await executed_events(redis)
 
     assert [a.call for a in node.applied] == ["add_stake"]  # the node saw one extrinsic
@@ -304,7 +291,7 @@ async def test_stage_killed_mid_submit_is_reconciled_by_nonce_with_one_extrinsic
                 pytest.fail(f"stage process exited early:\n{log_path.read_text()[-3000:]}")
             return bool(node.applied) or await settled(trade_id)() is not None
 
-        await wait_for(reached_node_or_settled, within_s=30)
+        await eventually(reached_node_or_settled, timeout=30)
         proc.send_signal(signal.SIGKILL)
         proc.wait(5)
     finally:
@@ -336,14 +323,14 @@ async def test_stage_killed_mid_submit_is_reconciled_by_nonce_with_one_extrinsic
         stake_reconcile_every_s=0.2,
     )
     async with stake_worker(settings, "stake-b") as worker:
-        action = await wait_for(settled(trade_id), within_s=bound_s + 10)
+        action = await eventually(settled(trade_id), timeout=bound_s + 10)
 
         async def reclaimed_entry() -> int:
             return worker.stats["reclaimed"]
 
         # The dead consumer's entry is reclaimed too; handled after settlement, it only
         # announces "already executed".
-        reclaimed = await wait_for(reclaimed_entry, within_s=15)
+        reclaimed = await eventually(reclaimed_entry, timeout=15)
 
     (applied,) = node.applied  # reconciled, never resubmitted
     assert (applied.call, applied.success) == ("add_stake", True)
