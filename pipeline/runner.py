@@ -37,8 +37,11 @@ from shared.db.config import tortoise_config
 from shared.db.migrate import ensure_sqlite_dir
 from shared.redis import create_redis
 from shared.settings import Settings
+from shared.tasks import stop_task
 
 STAGE_NAMES = ("tweets", "sentiment", "stake")
+# A sweep in progress may finish its current row (chain reads are bounded by CHAIN_TIMEOUT_S).
+_RECONCILER_GRACE_S = 5.0
 
 
 @dataclass(slots=True)
@@ -66,12 +69,6 @@ async def open_staker(settings: Settings) -> AsyncIterator[StakeSetup]:
             yield StakeSetup(staker, None)
     finally:
         await chain.close()
-
-
-async def _cancel(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
 
 
 @contextlib.asynccontextmanager
@@ -138,11 +135,14 @@ async def build_worker(
                     client, setup.staker, publish, settings, wallet_problem=setup.problem
                 )
                 built.append(Stage("stake", STREAM_SENTIMENT_SCORED, GROUP_STAKE, stake.handle))
+                stop_reconciler = asyncio.Event()
                 reconciler = asyncio.create_task(
-                    stake.run_reconciler(every_s=settings.stake_reconcile_every_s),
+                    stake.run_reconciler(stop_reconciler, every_s=settings.stake_reconcile_every_s),
                     name="stake-reconciler",
                 )
-                stack.push_async_callback(_cancel, reconciler)
+                stack.push_async_callback(
+                    stop_task, reconciler, stop_reconciler, grace_s=_RECONCILER_GRACE_S
+                )
             yield Worker(
                 client,
                 built,

@@ -49,6 +49,7 @@ from shared.constants import EVENT_VERSION, KEY_WORKER_HEALTH, STREAM_DEAD_LETTE
 from shared.events import decode_fields, text
 from shared.ids import iso, new_id, utcnow
 from shared.logging import mask
+from shared.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from loguru import Logger
@@ -67,6 +68,7 @@ _BACKOFF_CAP_S: Final = 5.0
 # After stop(), how long past one BLOCK period a reader may take to return
 # before it is cancelled (a cancelled read may leave entries pending, to be reclaimed).
 _INTAKE_STOP_SLACK_S: Final = 2.0
+_CANCEL_BOUND_S: Final = 5.0  # a task that ignores cancels this long is abandoned
 _UNBLOCK_POLL_S: Final = 0.05
 _MIN_KEEPALIVE_S: Final = 0.01
 
@@ -775,11 +777,8 @@ class Worker:
 
     @staticmethod
     async def _cancel_all(tasks: Iterable[asyncio.Task[None]]) -> None:
-        pending = [t for t in tasks if not t.done()]
-        for task in pending:
-            task.cancel()
-        if pending:
-            await asyncio.gather(*pending, return_exceptions=True)
+        # Bounded: a cancel lost inside redis-py's wait_for must not hang the shutdown.
+        await cancel_and_wait(tasks, timeout_s=_CANCEL_BOUND_S)
 
     def _on_signal(self, sig: signal.Signals) -> None:
         self._log.info("signal received", signal=sig.name)

@@ -80,6 +80,17 @@ class Settings(BaseSettings):
     default_netuid: int = Field(18, ge=0, le=65535)
     default_hotkey: str = "5FFApaS75bv5pJHfAp2FVLBj9ZaXuFDjEypsaBNc1wCfe52v"
 
+    # --- trading safety (risk limits, price protection, trusted events) --------------------
+    # HMAC-SHA256 key that signs every stream event; required by publishers and consumers.
+    event_signing_key: SecretStr | None = None
+    min_abs_score: int = Field(20, ge=0, le=100)  # dead band: |score| below it never trades
+    max_event_age_s: float = Field(900.0, gt=0)  # a trade older than this is skipped as stale
+    max_position_tao: float = Field(10.0, gt=0)  # stake per (netuid, hotkey) an add stays under
+    daily_trade_limit_tao: float = Field(5.0, gt=0)  # executed TAO per coldkey, rolling 24 h
+    trade_netuids: str = ""  # optional allowlist "1,18,64"; empty: every subnet
+    slippage_tolerance: float = Field(0.005, gt=0, lt=1)
+    allow_partial_stake: bool = False
+
     # --- pipeline and schedule -------------------------------------------------------------
     rescore_interval_s: int = Field(900, ge=1)
     rescore_window_s: int = Field(86_400, ge=1)
@@ -115,6 +126,19 @@ class Settings(BaseSettings):
         raw = self.api_tokens.get_secret_value()
         return [token.strip() for token in raw.split(",") if token.strip()]
 
+    def allowed_netuids(self) -> frozenset[int] | None:
+        """TRADE_NETUIDS as a set; None when unset (every subnet may trade)."""
+        raw = [part.strip() for part in self.trade_netuids.split(",") if part.strip()]
+        return frozenset(int(part) for part in raw) if raw else None
+
+    @field_validator("trade_netuids")
+    @classmethod
+    def _check_netuids(cls, value: str) -> str:
+        for part in (p.strip() for p in value.split(",")):
+            if part and not (part.isdigit() and 0 <= int(part) <= 65535):
+                raise ValueError(f"TRADE_NETUIDS: {part!r} is not a netuid (0..65535)")
+        return value
+
     def secret_values(self) -> list[str]:
         """Every configured secret, so the log filter can mask them wherever they appear."""
         values = self.static_tokens()
@@ -123,6 +147,7 @@ class Settings(BaseSettings):
             self.wallet_password,
             self.datura_api_key,
             self.chutes_api_key,
+            self.event_signing_key,
         ):
             if secret is not None and secret.get_secret_value():
                 values.append(secret.get_secret_value())

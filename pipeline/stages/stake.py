@@ -256,16 +256,15 @@ class StakeStage:
         await self._announce(event, action)
 
     # ------------------------------------------------------------------ reconciliation
-    async def run_reconciler(self, *, every_s: float = 30.0) -> None:
-        """Settle unsettled stake actions from chain state, forever (cancel to stop)."""
-        while True:
+    async def run_reconciler(self, stop: asyncio.Event, *, every_s: float = 30.0) -> None:
+        """Settle unsettled stake actions from chain state until `stop` is set."""
+        while not stop.is_set():
             try:
                 await self.reconcile_unsettled()
-            except asyncio.CancelledError:
-                raise
             except Exception as exc:  # a failed sweep is retried at the next one
                 logger.opt(exception=exc).warning("reconciliation sweep failed")
-            await asyncio.sleep(every_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), every_s)
 
     async def reconcile_unsettled(self) -> int:
         """Settle `submitting`/`unknown` rows whose submission can no longer be running.

@@ -14,6 +14,8 @@ class ApiToken(Model):
     name = fields.CharField(max_length=64, unique=True)
     token_hash = fields.CharField(max_length=64, unique=True)
     prefix = fields.CharField(max_length=12)
+    # Comma-separated scopes: read, trade, admin.
+    scopes = fields.CharField(max_length=64, default="read")
     created_at = fields.DatetimeField(auto_now_add=True)
     revoked_at = fields.DatetimeField(null=True)
     last_used_at = fields.DatetimeField(null=True)
@@ -107,6 +109,14 @@ class StakeAction(Model):
     stake_before_rao = fields.BigIntField(null=True)
     balance_before_rao = fields.BigIntField(null=True)
     submitted_at = fields.DatetimeField(null=True)
+    # The signed extrinsic, stored before it is sent: settlement looks for this hash in the
+    # blocks of its mortality window [era_start_block, era_end_block], never at balances.
+    extrinsic_nonce = fields.IntField(null=True)
+    era_start_block = fields.IntField(null=True)
+    era_end_block = fields.IntField(null=True)
+    limit_price_rao = fields.BigIntField(null=True)  # price protection sent with the call
+    settle_attempts = fields.IntField(default=0)
+    settle_error = fields.TextField(null=True)
     created_at = fields.DatetimeField(auto_now_add=True)
     updated_at = fields.DatetimeField(auto_now=True)
 
@@ -115,4 +125,5 @@ class StakeAction(Model):
         indexes = (
             Index(fields=("netuid", "hotkey")),
             Index(fields=("status", "direction")),
+            Index(fields=("coldkey", "created_at")),
         )

@@ -23,6 +23,7 @@ from bittensor_wallet import Keypair
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
+from shared.tasks import cancel_and_wait
 from tests.devchain.codec import DecodedExtrinsic, blake2_256, codec_for, to_public_key
 from tests.devchain.logic import (
     RAO,
@@ -198,9 +199,7 @@ class DevChain:
 
     async def stop(self) -> None:
         if self._ticker is not None:
-            self._ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._ticker
+            await cancel_and_wait([self._ticker], timeout_s=5)
             self._ticker = None
         if self._server is not None:
             self._server.close()
