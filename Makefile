@@ -23,7 +23,10 @@ run: install
 	$(BIN)/python scripts/services.py redis
 	$(BIN)/python -m shared.db.migrate
 	PYTHONPATH="$(CURDIR)" $(BIN)/python scripts/welcome.py
-	PATH="$(CURDIR)/$(BIN):$$PATH" PYTHONPATH="$(CURDIR)" $(BIN)/honcho start -f Procfile -p $(PORT)
+	# One EVENT_SIGNING_KEY for every process: the configured one, else ./data/event_signing_key.
+	key="$$(PYTHONPATH="$(CURDIR)" $(BIN)/python scripts/signing_key.py)" && \
+	EVENT_SIGNING_KEY="$$key" PATH="$(CURDIR)/$(BIN):$$PATH" PYTHONPATH="$(CURDIR)" \
+	$(BIN)/honcho start -f Procfile -p $(PORT)
 
 demo: install
 	PYTHONPATH="$(CURDIR)" $(BIN)/python scripts/demo.py --http-port $(PORT)

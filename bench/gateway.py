@@ -122,6 +122,7 @@ def main() -> None:
         "REDIS_URL": redis_url,
         "DATABASE_URL": f"sqlite://{tmp}/bench.sqlite3",
         "API_TOKENS": TOKEN,
+        "EVENT_SIGNING_KEY": "bench-event-signing-key-0123456789",
         "LOG_LEVEL": "INFO",
         "BITTENSOR_NETWORK": "local",
         "RATE_LIMIT_PER_MIN": "100000000",

@@ -1,4 +1,5 @@
-"""`python -m gateway [serve] | tokens create NAME | tokens list | tokens revoke NAME`."""
+"""`python -m gateway [serve] | tokens create NAME [--scopes read,trade] | tokens list |
+tokens revoke NAME`."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from collections.abc import Awaitable, Callable
 
 from tortoise import Tortoise
 
-from gateway.tokens import TokenError, create_token, list_tokens, revoke_token
+from gateway.scopes import ALL_SCOPES, format_scopes
+from gateway.tokens import TokenError, create_token, list_tokens, revoke_token, scopes_arg
 from shared.db.config import tortoise_config
 from shared.db.migrate import ensure_sqlite_dir
 from shared.settings import get_settings
@@ -21,8 +23,14 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("serve", help="run the HTTP gateway (uvicorn on HOST:PORT)")
     tokens = sub.add_parser("tokens", help="manage stored API tokens")
     tsub = tokens.add_subparsers(dest="action", required=True)
-    tsub.add_parser("create", help="create a token (printed once)").add_argument("name")
-    tsub.add_parser("list", help="list tokens (names and prefixes only)")
+    create = tsub.add_parser("create", help="create a token (printed once, as the last line)")
+    create.add_argument("name")
+    create.add_argument(
+        "--scopes",
+        default=None,
+        help=f"comma-separated, from {', '.join(ALL_SCOPES)} (default: read)",
+    )
+    tsub.add_parser("list", help="list tokens (names, prefixes and scopes only)")
     tsub.add_parser("revoke", help="revoke a token").add_argument("name")
     return parser
 
@@ -37,16 +45,23 @@ async def _with_db(fn: Callable[[], Awaitable[int]]) -> int:
         await Tortoise.close_connections()
 
 
-async def _tokens(action: str, name: str | None) -> int:
+async def _tokens(action: str, name: str | None, scopes: str | None) -> int:
     try:
         if action == "create":
             assert name is not None
-            token = await create_token(name)
-            print(f"created token {name!r}. It is shown only this once:\n{token}")
+            granted = scopes_arg(scopes)
+            token = await create_token(name, granted)
+            print(
+                f"created token {name!r} with scopes {format_scopes(granted)}. "
+                f"It is shown only this once:\n{token}"
+            )
         elif action == "list":
             for info in await list_tokens():
                 state = f"revoked {info.revoked_at:%Y-%m-%d %H:%M}" if info.revoked_at else "active"
-                print(f"{info.name}\t{info.prefix}…\t{info.created_at:%Y-%m-%d %H:%M}\t{state}")
+                print(
+                    f"{info.name}\t{info.prefix}…\t{info.scopes}\t"
+                    f"{info.created_at:%Y-%m-%d %H:%M}\t{state}"
+                )
         else:
             assert name is not None
             await revoke_token(name)
@@ -72,7 +87,11 @@ def main(argv: list[str] | None = None) -> int:
             access_log=False,
         )
         return 0
-    return asyncio.run(_with_db(lambda: _tokens(args.action, getattr(args, "name", None))))
+    return asyncio.run(
+        _with_db(
+            lambda: _tokens(args.action, getattr(args, "name", None), getattr(args, "scopes", None))
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -14,8 +14,10 @@ from gateway import errors, health
 from gateway.auth import Authenticator
 from gateway.dividends.router import router as dividends_router
 from gateway.dividends.service import DividendsService, TradeService
+from gateway.limits import FailedAuthThrottle
 from gateway.middleware import RequestContextMiddleware
 from gateway.ratelimit import RateLimiter
+from gateway.scopes import parse_static_tokens
 from gateway.state import AppState
 from gateway.trades.router import router as trades_router
 from shared.cache import TwoLevelCache
@@ -23,9 +25,11 @@ from shared.chain import ChainClient, SubtensorChain
 from shared.constants import KEY_DIVIDENDS_CACHE
 from shared.db.config import tortoise_config
 from shared.db.migrate import ensure_sqlite_dir
+from shared.db.schema import schema_status
 from shared.logging import configure_logging
 from shared.redis import create_redis
 from shared.settings import Settings, get_settings
+from shared.signing import configure_signing
 from shared.trades import TradeTrigger
 
 DESCRIPTION = """
@@ -33,7 +37,10 @@ Tao dividends of Bittensor hotkeys, from a two-level cache or the chain, and a
 sentiment-driven stake trade enqueued on request.
 
 Authenticate with `Authorization: Bearer <token>` (tokens from `API_TOKENS` or
-`python -m gateway tokens create NAME`).
+`python -m gateway tokens create NAME --scopes read,trade`). Scopes: `read`
+(dividends, the caller's own trades), `trade` (enqueue trades), `admin` (every
+caller's trades). A missing scope answers 403 `insufficient_scope`; each route
+lists the scopes it needs.
 """
 
 
@@ -41,6 +48,8 @@ def create_app(settings: Settings | None = None, *, chain: ChainClient | None = 
     """Build the app. Pass `chain` to use a client other than `SubtensorChain` (tests)."""
     settings = settings or get_settings()
     configure_logging(settings)
+    static_tokens = parse_static_tokens(settings.static_tokens())  # a bad entry stops start-up
+    configure_signing(settings)  # trades are signed stream events: no key, no gateway
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -65,7 +74,7 @@ def create_app(settings: Settings | None = None, *, chain: ChainClient | None = 
             settings=settings,
             redis=redis,
             chain=chain_client,
-            auth=Authenticator(settings.static_tokens(), cache_ttl_s=settings.auth_cache_ttl_s),
+            auth=Authenticator(static_tokens, cache_ttl_s=settings.auth_cache_ttl_s),
             limiter=limiter,
             dividends=DividendsService(chain_client, cache, timeout_s=settings.chain_timeout_s),
             trades=TradeService(
@@ -73,8 +82,10 @@ def create_app(settings: Settings | None = None, *, chain: ChainClient | None = 
                     redis, cooldown_s=settings.trade_cooldown_s, maxlen=settings.stream_maxlen
                 )
             ),
+            auth_throttle=FailedAuthThrottle(settings.auth_failures_per_min),
         )
         async with RegisterTortoise(app, config=orm_config):
+            await _report_schema()
             if owned_chain is not None:
                 await owned_chain.start()
             limiter.start()
@@ -95,32 +106,76 @@ def create_app(settings: Settings | None = None, *, chain: ChainClient | None = 
         lifespan=lifespan,
         docs_url="/docs",
         redoc_url="/redoc",
+        responses=errors.documented(errors.PRE_AUTH),
     )
     errors.install(app)
     app.add_middleware(RequestContextMiddleware)
     app.include_router(health.router)
     app.include_router(dividends_router)
     app.include_router(trades_router)
-    _add_security_scheme(app)
+    _customise_openapi(app)
     return app
 
 
-def _add_security_scheme(app: FastAPI) -> None:
-    """Document Bearer auth on every /api/v1 route (the header itself is read in deps)."""
+def _customise_openapi(app: FastAPI) -> None:
+    """Make the generated document say what the app answers.
+
+    - Errors have one shape, `ErrorBody`: FastAPI's own 422 `HTTPValidationError` (a
+      `{"detail": [...]}` body the app never sends) is replaced wherever FastAPI adds it.
+    - An optional query parameter is documented as its type alone: FastAPI writes
+      `anyOf: [T, null]`, but a query string cannot carry a null; the parameter is omitted.
+    """
     original = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:
             return app.openapi_schema
         schema = original()
-        schema.setdefault("components", {})["securitySchemes"] = {
-            "bearerAuth": {"type": "http", "scheme": "bearer"}
-        }
-        for path, operations in schema.get("paths", {}).items():
-            if path.startswith("/api/"):
-                for operation in operations.values():
-                    operation["security"] = [{"bearerAuth": []}]
+        schemas = schema.get("components", {}).get("schemas", {})
+        for operations in schema.get("paths", {}).values():
+            for operation in operations.values():
+                _fix_validation_error(operation.get("responses", {}))
+                for parameter in operation.get("parameters", []):
+                    if parameter.get("in") == "query" and not parameter.get("required"):
+                        parameter["schema"] = _without_null(parameter["schema"])
+        schemas.pop("HTTPValidationError", None)
+        schemas.pop("ValidationError", None)
         app.openapi_schema = schema
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+_ERROR_REF = {"$ref": "#/components/schemas/ErrorBody"}
+
+
+def _fix_validation_error(responses: dict[str, Any]) -> None:
+    unprocessable = responses.get("422")
+    if unprocessable is None:
+        return
+    content = unprocessable.setdefault("content", {}).setdefault("application/json", {})
+    if content.get("schema", {}).get("$ref", "").endswith("/HTTPValidationError"):
+        content["schema"] = dict(_ERROR_REF)
+        unprocessable["description"] = "`validation_error`: invalid input (the message names it)"
+
+
+def _without_null(schema: dict[str, Any]) -> dict[str, Any]:
+    variants = schema.get("anyOf")
+    if not isinstance(variants, list):
+        return schema
+    kept = [variant for variant in variants if variant != {"type": "null"}]
+    if len(kept) != 1 or len(kept) == len(variants):
+        return schema
+    rest = {key: value for key, value in schema.items() if key != "anyOf"}
+    return {**kept[0], **rest}
+
+
+async def _report_schema() -> None:
+    """Say at start when the schema is missing or old (the routes that need it answer 503)."""
+    try:
+        problem = (await schema_status()).problem()
+    except Exception as exc:  # unreachable database: /readyz reports it
+        logger.warning("could not check the database schema", error=type(exc).__name__)
+        return
+    if problem is not None:
+        logger.error("{}", problem)

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import math
+from typing import Annotated, Any
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Request, Security
+from fastapi.openapi.models import HTTPBearer as HTTPBearerModel
+from fastapi.security import SecurityScopes
+from fastapi.security.base import SecurityBase
 
-from gateway.auth import Caller
+from gateway.metrics import AUTH_FAILURES
+from gateway.scopes import READ, TRADE, Caller
 from gateway.state import AppState
-from shared.errors import InvalidInput
+from shared.errors import InvalidInput, RateLimited, Unauthorized
 from shared.ss58 import normalize_ss58
 
 
@@ -20,16 +25,53 @@ async def get_state(request: Request) -> AppState:
 StateDep = Annotated[AppState, Depends(get_state)]
 
 
+class BearerScheme(SecurityBase):
+    """Hands the raw header to gateway.auth (which owns the 401 messages) and, being a
+    security scheme, makes OpenAPI list each route's required scopes from its dependency."""
+
+    def __init__(self) -> None:
+        self.model = HTTPBearerModel(
+            description="A token from API_TOKENS or `python -m gateway tokens create`. "
+            "Scopes: `read` (dividends, own trades), `trade` (enqueue trades), "
+            "`admin` (every caller's trades)."
+        )
+        self.scheme_name = "bearerAuth"
+
+    async def __call__(self, request: Request) -> str | None:
+        return request.headers.get("authorization")
+
+
+bearer = BearerScheme()
+
+
 async def get_caller(
+    security_scopes: SecurityScopes,
+    request: Request,
     state: StateDep,
-    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+    authorization: Annotated[str | None, Depends(bearer)],
 ) -> Caller:
-    caller = await state.auth.authenticate(authorization)
+    client = request.client.host if request.client is not None else "unknown"
+    wait_s = state.auth_throttle.retry_after(client)
+    if wait_s > 0:
+        # Checked before the token: a guesser costs no hashing round and no database lookup.
+        AUTH_FAILURES.labels("throttled").inc()
+        raise RateLimited(
+            "too many failed authentications from this address; try again later",
+            retry_after_s=max(1, math.ceil(wait_s)),
+        )
+    try:
+        caller = await state.auth.authenticate(authorization)
+    except Unauthorized:
+        state.auth_throttle.failed(client)
+        raise
     state.limiter.hit(caller.token_hash[:16], "read", state.settings.rate_limit_per_min)
+    for scope in security_scopes.scopes:
+        caller.require(scope)
     return caller
 
 
-CallerDep = Annotated[Caller, Depends(get_caller)]
+ReaderDep = Annotated[Caller, Security(get_caller, scopes=[READ])]
+TraderDep = Annotated[Caller, Security(get_caller, scopes=[TRADE])]
 
 
 async def request_id(request: Request) -> str:
@@ -38,6 +80,26 @@ async def request_id(request: Request) -> str:
 
 
 RequestIdDep = Annotated[str, Depends(request_id)]
+
+
+# What OpenAPI can say about an SS58 address: base58 alphabet (no 0, O, I, l) and length.
+# The checksum it cannot express is named by the custom `format: ss58`; a value that
+# matches the pattern but fails the checksum answers 422 from `hotkey_param`.
+SS58_PATTERN = "^[1-9A-HJ-NP-Za-km-z]{46,48}$"
+SS58_MIN_LENGTH = 46
+SS58_MAX_LENGTH = 48
+SS58_FORMAT = "ss58"
+SS58_EXAMPLE = "5FFApaS75bv5pJHfAp2FVLBj9ZaXuFDjEypsaBNc1wCfe52v"
+SS58_DESCRIPTION = (
+    "SS58 address: 46–48 base58 characters with a valid checksum, any network prefix "
+    "(answers use the generic format 42)."
+)
+SS58_CONSTRAINTS: dict[str, Any] = {
+    "min_length": SS58_MIN_LENGTH,
+    "max_length": SS58_MAX_LENGTH,
+    "pattern": SS58_PATTERN,
+    "json_schema_extra": {"format": SS58_FORMAT},
+}
 
 
 def hotkey_param(value: str) -> str:

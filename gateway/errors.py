@@ -7,10 +7,74 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from shared.errors import AppError, RateLimited, Unauthorized
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(
+        description="Stable, machine-readable: `unauthorized`, `insufficient_scope`, "
+        "`not_found`, `validation_error`, `rate_limited`, `redis_unavailable`, `chain_timeout`, …",
+        examples=["validation_error"],
+    )
+    message: str = Field(description="For people; may change between releases.")
+    request_id: str = Field(description="The request's X-Request-ID; quote it when reporting.")
+
+
+class ErrorBody(BaseModel):
+    """The shape of every error answer, documented in OpenAPI from the same place."""
+
+    error: ErrorDetail
+
+
+# Headers an error answer always carries, documented with the status that carries them.
+ERROR_HEADERS: dict[int, dict[str, dict[str, Any]]] = {
+    401: {
+        "WWW-Authenticate": {
+            "description": 'The scheme to use: `Bearer realm="taostake"`.',
+            "required": True,
+            "schema": {"type": "string"},
+        }
+    },
+    405: {
+        "Allow": {
+            "description": "The methods the path supports.",
+            "required": True,
+            "schema": {"type": "string"},
+        }
+    },
+    429: {
+        "Retry-After": {
+            "description": "Seconds to wait before trying again.",
+            "required": True,
+            "schema": {"type": "integer", "minimum": 1},
+        }
+    },
+}
+
+# Refused on the request line and headers alone, before any route or token check (gateway.limits).
+PRE_AUTH = {
+    414: "`uri_too_long`: the query string is longer than 2048 bytes",
+    431: "`headers_too_large`: the request headers are larger than 16 KiB",
+}
+BODY_ERRORS = {
+    400: "`bad_request`: the body cannot be parsed at all (e.g. it is not UTF-8)",
+    413: "`payload_too_large`: the request body is larger than 64 KiB",
+}
+
+
+def documented(descriptions: dict[int, str]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` entries that carry the real error schema (and its headers)."""
+    responses: dict[int | str, dict[str, Any]] = {}
+    for status, text in descriptions.items():
+        entry: dict[str, Any] = {"model": ErrorBody, "description": text}
+        if status in ERROR_HEADERS:
+            entry["headers"] = ERROR_HEADERS[status]
+        responses[status] = entry
+    return responses
 
 
 def error_response(
@@ -50,8 +114,15 @@ async def validation_error(request: Request, exc: Exception) -> Response:
 
 async def http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-    return error_response(exc.status_code, code, str(exc.detail), _rid(request))
+    if isinstance(exc.__cause__, AppError):
+        # FastAPI wraps any error raised while reading a body (the body cap) in a 400.
+        return await app_error(request, exc.__cause__)
+    code = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}.get(
+        exc.status_code, "http_error"
+    )
+    # Keeps the exception's headers: a 405 carries `Allow` (RFC 9110), set by the router.
+    headers = dict(exc.headers) if exc.headers else None
+    return error_response(exc.status_code, code, str(exc.detail), _rid(request), headers)
 
 
 def install(app: FastAPI) -> None:

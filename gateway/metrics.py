@@ -25,3 +25,8 @@ RATE_LIMITED = Counter("taostake_rate_limited_total", "Requests refused by rate 
 FASTPATH_HITS = Counter(
     "taostake_fastpath_hits_total", "Cache hits answered before FastAPI routing"
 )
+OVERSIZED_REQUESTS = Counter(
+    "taostake_oversized_requests_total",
+    "Requests refused on their size before any other work",
+    ["reason"],
+)

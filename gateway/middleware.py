@@ -16,7 +16,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.dividends import fastpath
 from gateway.errors import error_response
-from gateway.metrics import HTTP_LATENCY, HTTP_REQUESTS
+from gateway.limits import RequestTooLarge, capped_receive, check_head
+from gateway.metrics import HTTP_LATENCY, HTTP_REQUESTS, OVERSIZED_REQUESTS
+from shared.logging import printable
 
 _access = logger.bind(_plain=True)
 _children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
@@ -36,6 +38,7 @@ def _observe(method: str, route: str, status: int, elapsed: float) -> None:
 
 _VALID_RID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 _QUIET = {"/healthz", "/metrics"}
+_PATH_LOG_MAX = 512  # longer paths are cut in the access line (marked with …)
 
 
 class RequestContextMiddleware:
@@ -63,6 +66,14 @@ class RequestContextMiddleware:
 
         route: str | None = None
         try:
+            try:
+                check_head(scope)
+            except RequestTooLarge as exc:
+                OVERSIZED_REQUESTS.labels(exc.code).inc()
+                response = error_response(exc.status, exc.code, exc.message, rid)
+                await response(scope, receive, send_with_id)
+                return
+            receive = capped_receive(receive)
             if scope["path"] == fastpath.PATH and (body := _fast(scope)) is not None:
                 route = fastpath.PATH
                 await send_with_id(
@@ -99,8 +110,14 @@ class RequestContextMiddleware:
             )
             _observe(scope["method"], path_label, status, elapsed)
             if scope["path"] not in _QUIET:
+                # User data goes in as arguments, never into the format string: a path with
+                # "{...}" would otherwise raise inside the call and the line would be lost.
                 _access.info(
-                    f"{scope['method']} {scope['path']} {status} {elapsed * 1000:.1f}ms",
+                    "{} {} {} {:.1f}ms",
+                    scope["method"],
+                    printable(scope["path"], limit=_PATH_LOG_MAX),
+                    status,
+                    elapsed * 1000,
                     request_id=rid,
                 )
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from redis.asyncio import Redis
 
 from gateway.auth import Authenticator
 from gateway.dividends.service import DividendsService, TradeService
+from gateway.limits import FailedAuthThrottle
 from gateway.ratelimit import RateLimiter
 from shared.chain import ChainClient
 from shared.settings import Settings
@@ -22,3 +24,6 @@ class AppState:
     limiter: RateLimiter
     dividends: DividendsService
     trades: TradeService
+    auth_throttle: FailedAuthThrottle
+    # /readyz reads the chain at most once per READY_CHAIN_EVERY_S: (monotonic time, result).
+    chain_check: tuple[float, dict[str, Any]] | None = None

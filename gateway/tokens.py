@@ -7,6 +7,7 @@ from datetime import datetime
 
 from tortoise.exceptions import IntegrityError
 
+from gateway.scopes import ALL_SCOPES, STORED_DEFAULT, ScopeError, format_scopes, parse_scopes
 from shared.db.models import ApiToken
 from shared.ids import utcnow
 from shared.security import generate_token, hash_token
@@ -20,17 +21,39 @@ class TokenError(Exception):
 class TokenInfo:
     name: str
     prefix: str
+    scopes: str
     created_at: datetime
     revoked_at: datetime | None
 
 
-async def create_token(name: str) -> str:
-    """Store a new token's hash under `name` and return the token (shown once)."""
+def scopes_arg(text: str | None) -> frozenset[str]:
+    """The scopes of `--scopes read,trade` (default `read`), or a TokenError naming the bad one."""
+    try:
+        return STORED_DEFAULT if text is None else parse_scopes(text)
+    except ScopeError as exc:
+        raise TokenError(f"--scopes: {exc}") from None
+
+
+async def create_token(name: str, scopes: frozenset[str] = STORED_DEFAULT) -> str:
+    """Store a new token's hash under `name` and return the token (shown once).
+
+    The name becomes the owner of the trades the token requests, so it may not look like
+    a static token's `static:` owner.
+    """
     if not name or len(name) > 64:
         raise TokenError("token name must be 1..64 characters")
+    if ":" in name:
+        raise TokenError("token name may not contain ':' (reserved for API_TOKENS owners)")
+    if not scopes or not scopes <= set(ALL_SCOPES):
+        raise TokenError(f"scopes must be a non-empty subset of {', '.join(ALL_SCOPES)}")
     token = generate_token()
     try:
-        await ApiToken.create(name=name, token_hash=hash_token(token), prefix=token[:8])
+        await ApiToken.create(
+            name=name,
+            token_hash=hash_token(token),
+            prefix=token[:8],
+            scopes=format_scopes(scopes),
+        )
     except IntegrityError as exc:
         raise TokenError(f"a token named {name!r} already exists") from exc
     return token
@@ -38,7 +61,7 @@ async def create_token(name: str) -> str:
 
 async def list_tokens() -> list[TokenInfo]:
     rows = await ApiToken.all().order_by("created_at")
-    return [TokenInfo(r.name, r.prefix, r.created_at, r.revoked_at) for r in rows]
+    return [TokenInfo(r.name, r.prefix, r.scopes, r.created_at, r.revoked_at) for r in rows]
 
 
 async def revoke_token(name: str) -> None:

@@ -21,6 +21,7 @@ from pipeline.runner import STAGE_NAMES, build_worker
 from shared.logging import configure_logging
 from shared.redis import create_redis
 from shared.settings import Settings, get_settings
+from shared.signing import SigningKeyMissing, configure_signing
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -58,10 +59,16 @@ def _parser() -> argparse.ArgumentParser:
 
 
 async def _run(settings: Settings, stages: list[str]) -> int:
-    async with build_worker(settings, stages) as worker:
-        worker.install_signal_handlers()
-        logger.info("pipeline started", stages=",".join(stages), consumer=worker.consumer)
-        await worker.run()
+    from shared.db.schema import SchemaOutdated
+
+    try:
+        async with build_worker(settings, stages) as worker:
+            worker.install_signal_handlers()
+            logger.info("pipeline started", stages=",".join(stages), consumer=worker.consumer)
+            await worker.run()
+    except SchemaOutdated as exc:
+        logger.error("pipeline not started: {}", exc.message)
+        return 2
     logger.info("pipeline stopped")
     return 0
 
@@ -121,7 +128,9 @@ async def _replay(settings: Settings, args: argparse.Namespace) -> int:
                 f"trade={fields['trade_id']} type={fields.get('type')}"
             )
         if not args.dry_run:
-            ids = await publish_plan(redis, plan, maxlen=settings.stream_maxlen)
+            ids = await publish_plan(
+                redis, plan, maxlen=settings.stream_maxlen, cooldown_s=settings.trade_cooldown_s
+            )
             print(f"published {len(ids)} entries: {', '.join(ids)}")
     except ReplayError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -168,6 +177,11 @@ def main(argv: list[str] | None = None) -> int:
         return _wallet(settings, args.action)
     if args.command == "streams":
         return asyncio.run(_streams(settings, args.watch))
+    try:  # every other command publishes or consumes signed events
+        configure_signing(settings)
+    except SigningKeyMissing as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if args.command == "replay":
         return asyncio.run(_replay(settings, args))
     if args.command == "dead-letter":

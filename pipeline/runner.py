@@ -35,8 +35,10 @@ from shared.constants import (
 )
 from shared.db.config import tortoise_config
 from shared.db.migrate import ensure_sqlite_dir
+from shared.db.schema import require_current_schema
 from shared.redis import create_redis
 from shared.settings import Settings
+from shared.signing import configure_signing
 from shared.tasks import stop_task
 
 STAGE_NAMES = ("tweets", "sentiment", "stake")
@@ -91,12 +93,20 @@ async def build_worker(
     unknown = set(stages) - set(STAGE_NAMES)
     if unknown:
         raise ValueError(f"unknown stages: {', '.join(sorted(unknown))}")
+    configure_signing(settings)  # every stage verifies and signs: no key, no worker
     own_redis = redis is None
     client = redis if redis is not None else create_redis(settings)
     if init_orm:
         orm = tortoise_config(settings)
         ensure_sqlite_dir(orm["connections"]["default"])
         await Tortoise.init(config=orm)
+        try:
+            await require_current_schema()
+        except BaseException:
+            await Tortoise.close_connections()
+            if own_redis:
+                await client.aclose()
+            raise
     session = make_session()
     publish = Publisher(client, maxlen=settings.stream_maxlen)
     datura = DaturaClient.from_settings(
@@ -154,6 +164,10 @@ async def build_worker(
                 max_deliveries=settings.max_deliveries,
                 handler_timeout_s=settings.worker_handler_timeout_s,
                 dead_letter_maxlen=settings.stream_maxlen,
+                outage_backoff_s=(
+                    settings.worker_outage_backoff_s,
+                    max(settings.worker_outage_backoff_s, settings.worker_outage_backoff_max_s),
+                ),
             )
     finally:
         await session.close()

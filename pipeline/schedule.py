@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 from celery import Celery
-from celery.signals import worker_process_init, worker_process_shutdown
+from celery.signals import worker_init, worker_process_init, worker_process_shutdown
 from loguru import logger
 from redis.asyncio import Redis
 
@@ -30,6 +30,7 @@ from shared.ids import iso, new_id, utcnow
 from shared.logging import configure_logging
 from shared.redis import create_redis
 from shared.settings import Settings, get_settings
+from shared.signing import SigningKeyMissing, configure_signing
 from shared.ss58 import normalize_ss58
 from shared.trades import TradeTrigger
 
@@ -125,10 +126,23 @@ _loop: asyncio.AbstractEventLoop | None = None
 _redis: Redis | None = None
 
 
+@worker_init.connect
+def require_signing_key(**_: Any) -> None:
+    """Beat publishes trades: without EVENT_SIGNING_KEY it must not start at all.
+
+    SystemExit, because Celery logs and swallows an Exception raised by a signal handler.
+    """
+    try:
+        configure_signing(settings)
+    except SigningKeyMissing as exc:
+        raise SystemExit(f"beat not started: {exc}") from exc
+
+
 @worker_process_init.connect
 def _open(**_: Any) -> None:
     global _loop, _redis
     configure_logging(settings)
+    require_signing_key()
     _loop = asyncio.new_event_loop()
     _redis = create_redis(settings)
 

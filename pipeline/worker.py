@@ -36,7 +36,7 @@ import signal
 import socket
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
@@ -49,6 +49,7 @@ from shared.constants import EVENT_VERSION, KEY_WORKER_HEALTH, STREAM_DEAD_LETTE
 from shared.events import decode_fields, text
 from shared.ids import iso, new_id, utcnow
 from shared.logging import mask
+from shared.outage import outage_reason
 from shared.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
@@ -59,12 +60,15 @@ __all__ = ["Drop", "Handler", "Retry", "Stage", "StreamEntry", "Worker", "defaul
 # Fields of the original entry copied onto its dead-letter entry, so that
 # `XRANGE stream:dead_letter` can be filtered by trade without parsing `original`.
 _COPIED_FIELDS: Final = ("trade_id", "netuid", "hotkey", "source")
-_STAT_NAMES: Final = ("done", "retried", "dead_lettered", "reclaimed", "failed")
+_STAT_NAMES: Final = ("done", "retried", "dead_lettered", "reclaimed", "failed", "outage_waits")
 # Last errors are kept per entry until it is acked or dead-lettered; entries that
 # another consumer finishes would otherwise accumulate, so the map is bounded.
 _LAST_ERRORS_MAX: Final = 10_000
 _BACKOFF_FIRST_S: Final = 0.1
 _BACKOFF_CAP_S: Final = 5.0
+# A handler whose dependency is down is retried in place: first after this, doubling to the cap.
+_OUTAGE_FIRST_S: Final = 0.5
+_OUTAGE_CAP_S: Final = 15.0
 # After stop(), how long past one BLOCK period a reader may take to return
 # before it is cancelled (a cancelled read may leave entries pending, to be reclaimed).
 _INTAKE_STOP_SLACK_S: Final = 2.0
@@ -98,6 +102,9 @@ class StreamEntry:
     entry_id: str
     fields: dict[str, str]
     deliveries: int  # 1 on first delivery (XPENDING times_delivered on redelivery)
+    # Why the entry can never be handled (its bytes do not decode); it is dead-lettered
+    # without reaching the handler.
+    poison: str | None = None
 
 
 class Retry(Exception):
@@ -112,6 +119,17 @@ class Retry(Exception):
         super().__init__(reason)
         self.reason = reason
         self.defer_s = defer_s
+
+
+class Unavailable(Exception):
+    """Raise when a dependency (database, chain, outside API) is down. The entry is retried
+    in place with backoff while this consumer keeps it, spending no delivery; the errors
+    `shared.outage` recognises (connection refused, DB/Redis/chain unavailable, retryable
+    outside-API errors) are treated the same without being wrapped."""
+
+
+class _HandlerTimedOut(Exception):
+    """Internal: one try of a handler ran past WORKER_HANDLER_TIMEOUT_S."""
 
 
 class Drop(Exception):
@@ -201,6 +219,7 @@ class Worker:
         health_ttl_s: int = 30,
         dead_letter_maxlen: int = 100_000,
         shutdown_grace_s: float = 30.0,
+        outage_backoff_s: tuple[float, float] = (_OUTAGE_FIRST_S, _OUTAGE_CAP_S),
     ) -> None:
         if not stages:
             raise ValueError("a worker needs at least one stage")
@@ -248,6 +267,7 @@ class Worker:
         self._health_ttl_s = health_ttl_s
         self._dead_letter_maxlen = dead_letter_maxlen
         self._shutdown_grace_s = shutdown_grace_s
+        self._outage_backoff_s = outage_backoff_s  # (first wait, cap) while a dependency is down
 
         self.stats: dict[str, int] = dict.fromkeys(_STAT_NAMES, 0)
         self._sem = asyncio.Semaphore(concurrency)
@@ -388,12 +408,9 @@ class Worker:
                     self._blocking_ids.pop(stage.name, None)
                     pairs = _stream_entries(response)
                     for raw_id, raw_fields in pairs:
+                        fields, poison = _decode_entry(raw_fields)
                         entry = StreamEntry(
-                            stage.stream,
-                            stage.group,
-                            text(raw_id),
-                            decode_fields(raw_fields),
-                            1,
+                            stage.stream, stage.group, text(raw_id), fields, 1, poison
                         )
                         self._start(stage, entry)
                         started += 1
@@ -464,7 +481,7 @@ class Worker:
                     count=reserved,
                 )
                 cursor = text(reply[0])
-                claimed: list[tuple[str, dict[str, str]]] = []
+                claimed: list[tuple[str, dict[str, str], str | None]] = []
                 gone: list[str] = [text(i) for i in (reply[2] if len(reply) > 2 else [])]
                 for raw_id, raw_fields in reply[1] or []:
                     if raw_id is None:
@@ -475,18 +492,19 @@ class Worker:
                     key = (stage.stream, stage.group, text(raw_id))
                     if key in self._handling:
                         continue  # still running here; keepalive lapsed (event loop stalled?)
-                    claimed.append((text(raw_id), decode_fields(raw_fields)))
+                    claimed.append((text(raw_id), *_decode_entry(raw_fields)))
                 if gone:
                     # Redis 7 has already dropped them from the PEL; XACK covers older servers.
                     await self._redis.xack(stage.stream, stage.group, *gone)
                     log.info("pending entries were deleted from the stream", entry_ids=gone)
-                deliveries = await self._delivery_counts(stage, [i for i, _ in claimed])
-                for entry_id, fields in claimed:
+                deliveries = await self._delivery_counts(stage, [c[0] for c in claimed])
+                for entry_id, fields, poison in claimed:
                     count = deliveries.get(entry_id)
                     if count is None:
                         continue  # acked by someone else between the two commands
                     self._start(
-                        stage, StreamEntry(stage.stream, stage.group, entry_id, fields, count)
+                        stage,
+                        StreamEntry(stage.stream, stage.group, entry_id, fields, count, poison),
                     )
                     started += 1
                 if started:
@@ -555,17 +573,20 @@ class Worker:
             context["trade_id"] = entry.fields["trade_id"]
         log = self._log.bind(**context)
 
+        if entry.poison is not None:
+            log.warning("entry can never be handled", reason=entry.poison)
+            await self._dead_letter(stage, entry, entry.poison, log)
+            return
+
         if entry.deliveries > self._max_deliveries:
             error = self._last_errors.pop(key, None) or "exceeded MAX_DELIVERIES"
             await self._dead_letter(stage, entry, error, log)
             return
 
         began = time.monotonic()
-        timeout = asyncio.timeout(self._handler_timeout_s)
         try:
             try:
-                async with timeout:
-                    await stage.handler(entry)
+                await self._handle_through_outages(stage, entry, log)
             finally:
                 # No more keepalive touches from here: one racing a retry's defer
                 # would undo it.
@@ -579,14 +600,10 @@ class Worker:
         except Drop as exc:
             log.warning("entry dropped by handler", reason=mask(str(exc)))
             await self._dead_letter(stage, entry, f"Drop: {exc}", log)
-        except TimeoutError as exc:
+        except _HandlerTimedOut:
             self.stats["failed"] += 1
-            if timeout.expired():
-                error = f"handler timed out after {self._handler_timeout_s:g} s"
-                log.error("entry failed", error=error)
-            else:
-                error = f"{type(exc).__name__}: {exc}"
-                log.opt(exception=exc).error("entry failed", error=mask(error))
+            error = f"handler timed out after {self._handler_timeout_s:g} s"
+            log.error("entry failed", error=error)
             self._remember_error(key, error)
         except asyncio.CancelledError:
             log.warning("entry abandoned at shutdown; it stays pending for another consumer")
@@ -613,6 +630,38 @@ class Worker:
                 log.warning(
                     "entry done but no longer pending (reclaimed meanwhile?)", ms=elapsed_ms
                 )
+
+    async def _handle_through_outages(self, stage: Stage, entry: StreamEntry, log: Logger) -> None:
+        """Run the handler; while a dependency is down, wait and run it again in place.
+
+        The entry stays in flight (the keepalive keeps it ours), so an outage costs no
+        delivery however long it lasts. Each try gets the full handler timeout. At stop the
+        last error is raised: the entry stays pending for whoever runs next.
+        """
+        backoff = _Backoff(*self._outage_backoff_s)
+        while True:
+            timeout = asyncio.timeout(self._handler_timeout_s)
+            try:
+                async with timeout:
+                    await stage.handler(entry)
+                return
+            except (Retry, Drop):
+                raise
+            except Exception as exc:
+                if timeout.expired():
+                    raise _HandlerTimedOut from exc
+                reason = str(exc) if isinstance(exc, Unavailable) else outage_reason(exc)
+                if reason is None or self._stop_event.is_set():
+                    raise
+                self.stats["outage_waits"] += 1
+                delay = backoff.delay()
+                log.warning(
+                    "dependency unavailable; retrying in place (no delivery spent)",
+                    reason=mask(reason),
+                    retry_in_s=round(delay, 2),
+                )
+                if await self._sleep(delay):
+                    raise
 
     def _remember_error(self, key: tuple[str, str, str], error: str) -> None:
         self._last_errors[key] = mask(error)
@@ -839,3 +888,31 @@ class Worker:
         delay = backoff.delay()
         log.warning(f"{what}; retrying", error=f"{type(exc).__name__}: {exc}", retry_in_s=delay)
         await self._sleep(delay)
+
+
+def _decode_entry(raw: Mapping[Any, Any]) -> tuple[dict[str, str], str | None]:
+    """An entry's fields as str, or (a readable copy, why it is poison) when its bytes are not
+    UTF-8: one such entry must not fail the whole read and wedge the entries beside it."""
+    try:
+        return decode_fields(raw), None
+    except UnicodeDecodeError:
+        readable: dict[str, str] = {}
+        bad: list[str] = []
+        for key, value in raw.items():
+            name = _lenient(key)
+            readable[name] = _lenient(value)
+            if any(isinstance(raw, bytes) and not _is_utf8(raw) for raw in (key, value)):
+                bad.append(name)
+        return readable, f"Drop: fields are not valid UTF-8: {', '.join(bad) or 'unknown'}"
+
+
+def _lenient(value: Any) -> str:
+    return value.decode("utf-8", "backslashreplace") if isinstance(value, bytes) else str(value)
+
+
+def _is_utf8(value: bytes) -> bool:
+    try:
+        value.decode()
+    except UnicodeDecodeError:
+        return False
+    return True

@@ -30,6 +30,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from scripts.signing_key import ensure_signing_key  # noqa: E402
 from shared.chain.wallet import WalletProblem, create_wallet, show_wallet  # noqa: E402
 from shared.settings import Settings  # noqa: E402
 from tests.devchain.fixtures import FIXTURES_HINT, fixtures_dir  # noqa: E402
@@ -206,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
         "PYTHONPATH": str(ROOT),
         "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
         "BT_MEV_PROTECTION": "0",
+        # The processes share one event signing key, like `make run` (./data unless configured).
+        "EVENT_SIGNING_KEY": ensure_signing_key(Settings())[0],
     }
     stopping: list[int] = []
 

@@ -7,6 +7,7 @@ import asyncio
 from tortoise import Tortoise
 
 from gateway.tokens import create_token
+from scripts.signing_key import KEY_FILE, ensure_signing_key
 from shared.db.config import tortoise_config
 from shared.db.models import ApiToken
 from shared.settings import get_settings
@@ -21,7 +22,8 @@ async def _ensure_token() -> str | None:
     try:
         if await ApiToken.filter(revoked_at=None).exists():
             return None
-        return await create_token("make-run")
+        # The operator's own first token: it may trade (the endpoint's purpose), not administer.
+        return await create_token("make-run", frozenset({"read", "trade"}))
     finally:
         await Tortoise.close_connections()
 
@@ -33,9 +35,15 @@ def main() -> None:
     db = "SQLite (./data)" if not settings.database_url else "DATABASE_URL"
     print(f"\ntaostake: gateway on {url}  (docs {url}/docs)  network={settings.bittensor_network}")
     print(f"database: {db}   redis: REDIS_URL")
+    _, origin = ensure_signing_key(settings)
+    where = "EVENT_SIGNING_KEY" if origin == "configured" else f"{KEY_FILE} ({origin})"
+    print(f"event signing key: {where}; every process signs and verifies stream events with it")
     if token:
-        print(f"created a first API token named 'make-run' (shown once):\n  {token}")
-    print("tokens: set API_TOKENS, or `.venv/bin/python -m gateway tokens create NAME`")
+        print(f"created a first API token 'make-run' (scopes read,trade; shown once):\n  {token}")
+    print(
+        "tokens: set API_TOKENS, or `.venv/bin/python -m gateway tokens create NAME "
+        "--scopes read[,trade,admin]`"
+    )
     print(
         f'try: curl -H "Authorization: Bearer $TOKEN" "{url}/api/v1/tao_dividends?netuid=18'
         '&trade=false"\n'

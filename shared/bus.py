@@ -1,4 +1,5 @@
-"""Publishing to the Redis streams (XADD with an approximate MAXLEN cap)."""
+"""Publishing to the Redis streams (XADD with an approximate MAXLEN cap); entries come
+signed from `Event.to_fields`."""
 
 from __future__ import annotations
 

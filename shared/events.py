@@ -1,7 +1,9 @@
 """Event schemas for the Redis streams.
 
 Entries are flat and human-readable so `redis-cli XRANGE` shows them as they
-are: scalars as strings, nested data as one JSON field.
+are: scalars as strings, nested data as one JSON field. Every entry carries `sig`,
+the HMAC of its other fields (shared/signing.py), added here so no publisher can
+leave it out.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shared.constants import EVENT_STREAMS, EVENT_VERSION
 from shared.ids import iso, new_id, utcnow
+from shared.signing import sign
+from shared.ss58 import is_valid_ss58
 
 Source = Literal["api", "schedule", "manual", "replay"]
 
@@ -37,17 +41,25 @@ class Event(BaseModel):
         return EVENT_STREAMS[self.TYPE]
 
     def to_fields(self) -> dict[str, str]:
+        """The stream entry, signed with the process's EVENT_SIGNING_KEY."""
         fields: dict[str, str] = {"type": self.TYPE}
         for name, value in self.model_dump(mode="python").items():
             if value is None:
                 continue
             fields[name] = _encode(value)
-        return fields
+        return sign(fields)
 
     @classmethod
     def from_fields(cls, raw: Mapping[Any, Any]) -> Self:
+        """The event in `raw` (the signature is checked by the stages, see `parse_event`).
+
+        Stricter than construction on purpose: an entry comes from outside the process,
+        so it must be of this type and name a valid SS58 hotkey (ValueError otherwise).
+        """
         fields = decode_fields(raw)
-        fields.pop("type", None)
+        kind = fields.pop("type", None)
+        if kind is not None and kind != cls.TYPE:
+            raise ValueError(f"entry of type {kind!r} where {cls.TYPE!r} was expected")
         data: dict[str, Any] = {}
         for name, info in cls.model_fields.items():
             if name not in fields:
@@ -58,7 +70,10 @@ class Event(BaseModel):
                 data[name] = orjson.loads(value)
             else:
                 data[name] = value
-        return cls.model_validate(data)
+        event = cls.model_validate(data)
+        if not is_valid_ss58(event.hotkey):
+            raise ValueError("hotkey is not a valid SS58 address")
+        return event
 
 
 def text(value: Any) -> str:
@@ -116,7 +131,7 @@ class StakeExecuted(Event):
     TYPE: ClassVar[str] = "stake_executed"
 
     direction: str  # add | remove | none
-    status: str  # succeeded | failed | skipped | dry_run | unknown
+    status: str  # succeeded | failed | skipped | rejected | dry_run | unknown
     amount_tao: str | None = None
     amount_alpha: str | None = None
     success: bool | None = None

@@ -35,6 +35,17 @@ def mask(text: str) -> str:
     return _BEARER.sub(r"\1" + _MASK, text)
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def printable(text: str, *, limit: int | None = None) -> str:
+    """`text` with control characters escaped (\\n, \\x1b, ...) so user data can never start
+    a forged log line or drive a terminal; cut to `limit` characters when given."""
+    if limit is not None and len(text) > limit:
+        text = text[:limit] + "…"
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
 def register_secrets(values: Iterable[str]) -> None:
     """Add values (e.g. a token just created) that must never appear in a log line."""
     for value in values:
@@ -44,11 +55,14 @@ def register_secrets(values: Iterable[str]) -> None:
 
 
 def _patch(record: Record) -> None:
+    message = record["message"]
     if not record["extra"].get("_plain"):  # _plain: built by our code from non-secret parts
-        record["message"] = mask(record["message"])
+        message = mask(message)
+    record["message"] = printable(message)
     for key, value in list(record["extra"].items()):
-        if isinstance(value, str):
-            record["extra"][key] = mask(value)
+        if isinstance(value, str) and key[0] != "_":
+            # Bound fields carry user data (paths, tweets, replies): one line per record.
+            record["extra"][key] = printable(mask(value))
 
 
 def _json_format(record: Record) -> str:

@@ -26,6 +26,8 @@ class Settings(BaseSettings):
     rate_limit_per_min: int = Field(1200, ge=1)
     trade_rate_limit_per_min: int = Field(30, ge=1)
     rate_limit_sync_s: float = Field(0.5, gt=0)
+    # Failed token checks allowed per client address per minute before 429s.
+    auth_failures_per_min: int = Field(30, ge=1)
 
     # --- Redis, database ------------------------------------------------------------------
     redis_url: str = "redis://127.0.0.1:6379/0"
@@ -35,6 +37,8 @@ class Settings(BaseSettings):
     database_url: str = ""
     db_pool_size: int = Field(20, ge=1)
     db_command_timeout_s: float = Field(10.0, gt=0)
+    # `python -m shared.db.migrate` waits this long for the database to accept connections.
+    db_connect_wait_s: float = Field(60.0, ge=0)
 
     # --- chain -----------------------------------------------------------------------------
     bittensor_network: str = "test"
@@ -66,6 +70,8 @@ class Settings(BaseSettings):
     chutes_timeout_s: float = Field(30.0, gt=0)
     sentiment_fallback: Literal["vader", "none"] = "vader"
     http_max_retries: int = Field(3, ge=0)
+    # Datura/Chutes replies larger than this are refused unread (an invalid response).
+    http_max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024)
 
     # --- trading ---------------------------------------------------------------------------
     stake_amount_tao: float = Field(1.0, gt=0)
@@ -101,6 +107,10 @@ class Settings(BaseSettings):
     # Entries of a consumer silent this long are reclaimed; a running handler keeps its
     # entries fresh, so this may be shorter than the handler timeout.
     worker_claim_idle_s: float = Field(300.0, gt=0)
+    # While a dependency (database, chain, Datura) is down, a handler is retried in place
+    # (no delivery spent): first after this, doubling up to the max.
+    worker_outage_backoff_s: float = Field(0.5, gt=0)
+    worker_outage_backoff_max_s: float = Field(15.0, gt=0)
     stake_submit_timeout_s: float = Field(120.0, gt=0)
     # Unsettled stake actions older than submit timeout + margin are reconciled from chain.
     stake_settle_margin_s: float = Field(30.0, ge=0)
@@ -141,7 +151,8 @@ class Settings(BaseSettings):
 
     def secret_values(self) -> list[str]:
         """Every configured secret, so the log filter can mask them wherever they appear."""
-        values = self.static_tokens()
+        # An entry may be `TOKEN:scope+scope`: mask the bare token as well as the entry.
+        values = [part for entry in self.static_tokens() for part in {entry, entry.split(":")[0]}]
         for secret in (
             self.wallet_mnemonic,
             self.wallet_password,

@@ -28,9 +28,12 @@ from gateway.app import create_app
 from scripts.services import docker_ok, postgres_ok, redis_ok
 from shared.db.migrate import migrate_database
 from shared.settings import Settings
+from shared.signing import set_signing_key
 from tests.fakes.chain import FakeChain
 
 TOKENS = ["test-token-alpha-123", "test-token-beta-456"]
+# The key every test process signs and verifies stream entries with (see make_settings).
+TEST_SIGNING_KEY = "test-event-signing-key-0123456789abcdef"
 TABLES = ["stake_actions", "sentiment_scores", "tweet_batches", "trades", "api_tokens"]
 
 
@@ -74,6 +77,13 @@ async def _reset_schema(url: str) -> None:
     await migrate_database(Settings(_env_file=None), url)  # type: ignore[call-arg]
 
 
+@pytest.fixture(autouse=True)
+def _event_signing_key() -> None:
+    """Tests publish before any app or worker has configured the key (and a test may
+    configure another): every test starts with the shared test key."""
+    set_signing_key(TEST_SIGNING_KEY)
+
+
 @pytest.fixture
 async def clean_db(database_url: str) -> str:
     conn = await asyncpg.connect(database_url)
@@ -102,6 +112,7 @@ def make_settings(redis_url: str, database_url: str, **overrides: Any) -> Settin
         "trade_rate_limit_per_min": 100_000,
         "rate_limit_sync_s": 0.05,
         "log_level": "WARNING",
+        "event_signing_key": SecretStr(TEST_SIGNING_KEY),
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

@@ -193,6 +193,7 @@ def secret_findings(node: Any, path: str = "") -> list[str]:
                 isinstance(value, str | int | float)
                 and SECRET_NAME.search(str(key))
                 and not VAR_REF.match(str(value))
+                and value != ""  # blanked (least privilege), not a secret
             ):
                 found.append(f"{here}: a secret-named setting with a literal value")
             found.extend(secret_findings(value, here))
@@ -245,8 +246,10 @@ class TestComposeServices:
         assert "postgres-data:/var/lib/postgresql/data" in postgres["volumes"]
         assert "postgres-data" in compose["volumes"]
         env = postgres["environment"]
-        for name in ("POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"):
+        for name in ("POSTGRES_USER", "POSTGRES_DB"):
             assert re.fullmatch(rf"\$\{{{name}:-[a-z_]+\}}", env[name]), name
+        # No default password: compose refuses to start without one.
+        assert re.fullmatch(r"\$\{POSTGRES_PASSWORD:\?[^}]+\}", env["POSTGRES_PASSWORD"])
 
     @pytest.mark.parametrize(
         ("service", "role"), [("gateway", "gateway"), ("pipeline", "pipeline"), ("beat", "beat")]
@@ -310,9 +313,9 @@ class TestComposeSettings:
         self, services: dict[str, dict[str, Any]], service: str
     ) -> None:
         env = services[service]["environment"]
-        assert env["REDIS_URL"] == "redis://redis:6379/0"
+        assert re.fullmatch(r"redis://:\$\{REDIS_PASSWORD:\?[^}]+\}@redis:6379/0", env["REDIS_URL"])
         assert re.fullmatch(
-            r"postgres://\$\{POSTGRES_USER:-[a-z_]+\}:\$\{POSTGRES_PASSWORD:-[a-z_]+\}"
+            r"postgres://\$\{POSTGRES_USER:-[a-z_]+\}:\$\{POSTGRES_PASSWORD:\?[^}]+\}"
             r"@postgres:5432/\$\{POSTGRES_DB:-[a-z_]+\}",
             env["DATABASE_URL"],
         )
@@ -367,11 +370,23 @@ class TestComposeSettings:
                     assert mount.get("read_only") is True, name
         assert checked >= 1
 
+    def test_event_signing_key_is_required_where_events_flow(
+        self, services: dict[str, dict[str, Any]]
+    ) -> None:
+        """Gateway, pipeline and beat publish or consume signed events; compose refuses to
+        start them without the key instead of letting them crash (or run unsigned)."""
+        for service in WAITING_SERVICES:
+            value = services[service]["environment"]["EVENT_SIGNING_KEY"]
+            assert value.startswith("${EVENT_SIGNING_KEY:?") and VAR_REF.match(value), service
+            assert "set EVENT_SIGNING_KEY in .env" in value
+        assert "EVENT_SIGNING_KEY" not in services["migrate"]["environment"]
+
     def test_no_secret_values_in_the_compose_file(self, compose: dict[str, Any]) -> None:
         assert secret_findings(compose) == []
         for service in compose["services"].values():
             for name in APP_SECRETS:
-                assert name not in service.get("environment", {}), name
+                # Only ever blanked here (they come from .env); never given a value.
+                assert service.get("environment", {}).get(name, "") == "", name
 
     def test_secret_detector_catches_planted_secrets(self, compose: dict[str, Any]) -> None:
         planted = load_compose()
@@ -426,10 +441,24 @@ class TestDockerComposeConfig:
     """`docker compose config` validates without an engine; run it as a fresh clone would."""
 
     @staticmethod
-    def _config(project_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    def _config(
+        project_dir: Path,
+        *args: str,
+        signing_key: str | None = "k" * 64,
+        redis_password: str | None = "r" * 32,
+        postgres_password: str | None = "p" * 32,
+    ) -> subprocess.CompletedProcess[str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("COMPOSE_")}
-        for name in ("POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB", "WALLET_DIR"):
+        for name in ("POSTGRES_USER", "POSTGRES_DB", "WALLET_DIR"):
             env.pop(name, None)
+        for name, value in (
+            ("EVENT_SIGNING_KEY", signing_key),
+            ("REDIS_PASSWORD", redis_password),
+            ("POSTGRES_PASSWORD", postgres_password),
+        ):
+            env.pop(name, None)
+            if value is not None:
+                env[name] = value
         assert COMPOSE_COMMAND is not None
         command = [*COMPOSE_COMMAND, "--project-directory", str(project_dir)]
         command += ["-f", str(COMPOSE_FILE), "config", *args]
@@ -439,23 +468,79 @@ class TestDockerComposeConfig:
         result = self._config(tmp_path, "--quiet")
         assert result.returncode == 0, result.stderr
 
+    def test_config_refuses_without_the_event_signing_key(self, tmp_path: Path) -> None:
+        result = self._config(tmp_path, "--quiet", signing_key=None)
+        assert result.returncode != 0
+        assert "set EVENT_SIGNING_KEY in .env" in result.stderr
+
+    @pytest.mark.parametrize("missing", ["REDIS_PASSWORD", "POSTGRES_PASSWORD"])
+    def test_config_refuses_without_a_database_password(self, tmp_path: Path, missing: str) -> None:
+        kwargs = {"redis_password" if missing == "REDIS_PASSWORD" else "postgres_password": None}
+        result = self._config(tmp_path, "--quiet", **kwargs)  # type: ignore[arg-type]
+        assert result.returncode != 0
+        assert f"set {missing} in .env" in result.stderr
+
+    def test_pipeline_secrets_reach_only_the_pipeline(self, tmp_path: Path) -> None:
+        secrets = {
+            "WALLET_PASSWORD": "wallet-password-value",
+            "WALLET_MNEMONIC": "word " * 11 + "word",
+            "DATURA_API_KEY": "dt-key-value-0001",
+            "CHUTES_API_KEY": "cpk-key-value-0002",
+        }
+        token = "gateway-only-token-0123456789"
+        dotenv = "".join(f"{k}={v}\n" for k, v in secrets.items()) + f"API_TOKENS={token}\n"
+        (tmp_path / ".env").write_text(dotenv)
+        result = self._config(tmp_path, "--format", "json")
+        assert result.returncode == 0, result.stderr
+        services = json.loads(result.stdout)["services"]
+        for name, value in secrets.items():
+            assert services["pipeline"]["environment"][name] == value
+            for other in ("gateway", "beat", "migrate"):
+                assert services[other]["environment"][name] == "", (other, name)
+        assert services["gateway"]["environment"]["API_TOKENS"] == token
+        for other in ("pipeline", "beat", "migrate"):
+            assert services[other]["environment"]["API_TOKENS"] == "", other
+        rendered = {n: json.dumps(services[n]) for n in ("gateway", "beat", "migrate")}
+        for name, text in rendered.items():
+            for value in secrets.values():
+                assert value not in text, name
+
+    def test_redis_requires_the_password_every_client_uses(self, tmp_path: Path) -> None:
+        result = self._config(tmp_path, "--format", "json", redis_password="s3cr3t" * 6)
+        assert result.returncode == 0, result.stderr
+        services = json.loads(result.stdout)["services"]
+        redis = services["redis"]
+        assert "--requirepass" in " ".join(redis["command"])
+        assert "s3cr3t" not in " ".join(redis["command"])  # from its environment, not argv
+        assert redis["environment"]["REDIS_PASSWORD"] == "s3cr3t" * 6
+        for name in ("gateway", "pipeline", "beat", "migrate"):
+            url = services[name]["environment"]["REDIS_URL"]
+            assert url == f"redis://:{'s3cr3t' * 6}@redis:6379/0", name
+
     def test_quiet_config_passes_in_the_checkout(self) -> None:
         result = self._config(ROOT, "--quiet")
         assert result.returncode == 0, result.stderr
 
     def test_dotenv_reaches_the_app_but_compose_overrides_win(self, tmp_path: Path) -> None:
         dotenv = (ROOT / ".env.example").read_text()
-        dotenv += "\nPOSTGRES_PASSWORD=from-dotenv\nWALLET_DIR=/srv/wallets\nAPI_TOKENS=tok\n"
+        dotenv += "\nPOSTGRES_PASSWORD=from-dotenv\nWALLET_DIR=/srv/wallets\n"
+        dotenv += "API_TOKENS=static-token-from-dotenv-01\n"
+        dotenv += "EVENT_SIGNING_KEY=key-from-dotenv-0123456789\n"
         (tmp_path / ".env").write_text(dotenv)
-        result = self._config(tmp_path, "--format", "json")
+        result = self._config(
+            tmp_path, "--format", "json", signing_key=None, postgres_password=None
+        )
         assert result.returncode == 0, result.stderr
         services = json.loads(result.stdout)["services"]
         gateway, pipeline = services["gateway"]["environment"], services["pipeline"]
-        assert gateway["API_TOKENS"] == "tok"  # from .env
+        assert gateway["API_TOKENS"] == "static-token-from-dotenv-01"  # from .env
         assert gateway["HOST"] == "0.0.0.0"  # .env.example says 127.0.0.1: compose wins
-        assert gateway["REDIS_URL"] == "redis://redis:6379/0"
+        assert gateway["REDIS_URL"] == f"redis://:{'r' * 32}@redis:6379/0"
         assert gateway["DATABASE_URL"].endswith(":from-dotenv@postgres:5432/taostake")
         assert pipeline["environment"]["WALLET_PATH"] == "/wallets"
+        for service in ("gateway", "pipeline", "beat"):
+            key = services[service]["environment"]["EVENT_SIGNING_KEY"]
+            assert key == "key-from-dotenv-0123456789", service
         wallet = next(m for m in pipeline["volumes"] if m["type"] == "bind")
         assert (wallet["source"], wallet["target"], wallet["read_only"]) == (
             "/srv/wallets",
@@ -534,7 +619,19 @@ class TestDockerfiles:
         assert env["HOME"] == "/home/app"
         setup = " ".join(i.args for i in runtime if i.cmd == "RUN")
         assert "--home-dir /home/app --create-home" in setup
-        assert "chown -R app:app /home/app" in setup
+        assert 'chown -R "${APP_UID}:${APP_GID}" /home/app' in setup
+
+    def test_any_host_gid_builds(self, image: tuple[str, list[list[Instruction]]]) -> None:
+        """APP_GID=20 (macOS users' group) exists in Debian as "dialout": groupadd must not
+        run for it, and the user takes the gid itself rather than a group named app."""
+        _, stages = image
+        runtime = stages[-1]
+        setup = " ".join(i.args for i in runtime if i.cmd == "RUN")
+        assert 'if ! getent group "${APP_GID}" >/dev/null; then' in setup
+        assert '--gid "${APP_GID}"' in setup.split("useradd", 1)[1]
+        assert "--non-unique" in setup
+        users = [i.args for i in runtime if i.cmd == "USER"]
+        assert users[-1] == "${APP_UID}:${APP_GID}"
 
     def test_healthcheck_runs_the_role_check(
         self, image: tuple[str, list[list[Instruction]]]

@@ -6,7 +6,9 @@ times that, so requests that are certainly cache hits are answered here with
 the same semantics and the same builders as the router:
 
 - the token is already known valid in this process (static, or a stored token
-  checked recently), and the rate limits allow the request;
+  checked recently), its scopes allow the request by the router's own rule
+  (`gateway.scopes`; a refusal falls through so the router answers the 403),
+  and the rate limits allow the request;
 - the query is well-formed (anything unusual falls through, so every error
   answer still comes from the router);
 - the answer is in the in-process cache, and with trade on, this process knows
@@ -21,6 +23,7 @@ from urllib.parse import parse_qsl
 
 from gateway.dividends.presenter import dividends_body, trade_fields
 from gateway.metrics import CACHE_LOOKUPS, FASTPATH_HITS, TRADES
+from gateway.scopes import READ, InsufficientScope, trade_wanted
 from gateway.state import AppState
 from shared.ss58 import normalize_ss58
 
@@ -31,6 +34,7 @@ _FALSE = {"false", "0"}
 
 Query = tuple[int | None, str | None, bool | None]
 _MAX_REMEMBERED = 4096
+_MAX_REMEMBERED_QUERY = 160  # netuid, a 48-character hotkey and trade fit in well under this
 _parsed: dict[bytes, Query | None] = {}
 # Serialized bodies by (query, cache stamp, trade id, cooldown seconds): a hit re-serves bytes.
 _bodies: dict[tuple[bytes, float, str | None, int | None], bytes] = {}
@@ -43,6 +47,8 @@ def parse_query(raw: bytes) -> Query | None:
     except KeyError:
         pass
     query = _parse(raw)
+    if len(raw) > _MAX_REMEMBERED_QUERY:
+        return query  # a plain query is short; a long one is never worth keeping
     if len(_parsed) >= _MAX_REMEMBERED:
         _parsed.clear()
     _parsed[raw] = query
@@ -84,15 +90,19 @@ def serve(
     """The JSON body of a certain cache hit, or None to take the normal path."""
     if method != "GET":
         return None
+    # The token first: nothing of a request that fails auth is parsed or remembered.
+    caller = state.auth.known(authorization)
+    if caller is None or READ not in caller.scopes:
+        return None
     query = parse_query(query_string)
     if query is None:
         return None
     netuid, hotkey, trade = query
-    caller = state.auth.known(authorization)
-    if caller is None:
-        return None
     settings = state.settings
-    do_trade = settings.trade_by_default if trade is None else trade
+    try:
+        do_trade = trade_wanted(caller, trade, trade_by_default=settings.trade_by_default)
+    except InsufficientScope:
+        return None
     trade_netuid = settings.default_netuid if netuid is None else netuid
     trade_hotkey = hotkey or settings.default_hotkey
     result = state.trades.peek(trade_netuid, trade_hotkey) if do_trade else None

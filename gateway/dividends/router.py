@@ -6,19 +6,34 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from gateway.deps import CallerDep, RequestIdDep, StateDep, hotkey_param
+from gateway.deps import (
+    SS58_CONSTRAINTS,
+    SS58_DESCRIPTION,
+    SS58_EXAMPLE,
+    ReaderDep,
+    RequestIdDep,
+    StateDep,
+    hotkey_param,
+)
 from gateway.dividends.presenter import dividends_body, trade_fields
 from gateway.dividends.schemas import DividendCollectionResponse, DividendResponse
+from gateway.errors import documented
+from gateway.scopes import trade_wanted
 
 router = APIRouter(prefix="/api/v1", tags=["dividends"])
 
-ERROR_RESPONSES: dict[int | str, dict[str, str]] = {
-    401: {"description": "Missing, malformed, unknown or revoked token"},
-    422: {"description": "Invalid netuid or hotkey"},
-    429: {"description": "Rate limit reached (see Retry-After)"},
-    503: {"description": "Redis or the chain cannot answer"},
-    504: {"description": "The chain did not answer in time"},
-}
+ERROR_RESPONSES = documented(
+    {
+        401: "`unauthorized`: missing, malformed, unknown or revoked token",
+        403: "`insufficient_scope`: the token lacks `read`, or `trade` with `trade=true`",
+        422: "`validation_error`: invalid netuid, hotkey or trade (the message names it)",
+        429: "`rate_limited`: the token's rate limit (or the trade limit with a trade), or too "
+        "many failed authentications from this address; see Retry-After",
+        503: "`redis_unavailable`, `chain_unavailable`, `storage_unsupported` or "
+        "`database_unavailable` (token store): a dependency cannot answer",
+        504: "`chain_timeout`: the chain did not answer in time",
+    }
+)
 
 
 @router.get(
@@ -26,26 +41,34 @@ ERROR_RESPONSES: dict[int | str, dict[str, str]] = {
     response_model=DividendResponse | DividendCollectionResponse,
     responses=ERROR_RESPONSES,
     summary="Tao dividends for a subnet and hotkey (both optional)",
+    description="Scopes: `read`; `trade` too to enqueue a trade. Without `trade`, "
+    "`trade=true` answers 403 `insufficient_scope` and an omitted `trade` never trades.",
 )
 async def tao_dividends(
     state: StateDep,
-    caller: CallerDep,
+    caller: ReaderDep,
     request_id: RequestIdDep,
     netuid: Annotated[
         int | None, Query(ge=0, le=65535, description="Subnet id; 0 is the root subnet.")
     ] = None,
     hotkey: Annotated[
-        str | None, Query(min_length=1, max_length=64, description="Hotkey SS58 address.")
+        str | None,
+        Query(
+            description=f"Hotkey. {SS58_DESCRIPTION}", examples=[SS58_EXAMPLE], **SS58_CONSTRAINTS
+        ),
     ] = None,
     trade: Annotated[
         bool | None,
-        Query(description="Enqueue the sentiment-driven stake trade (default TRADE_BY_DEFAULT)."),
+        Query(
+            description="Enqueue the sentiment-driven stake trade (needs the `trade` scope). "
+            "Default: TRADE_BY_DEFAULT for trade-scoped tokens, false for the others."
+        ),
     ] = None,
 ) -> DividendResponse | DividendCollectionResponse:
     if hotkey is not None:
         hotkey = hotkey_param(hotkey)
     settings = state.settings
-    do_trade = settings.trade_by_default if trade is None else trade
+    do_trade = trade_wanted(caller, trade, trade_by_default=settings.trade_by_default)
     if do_trade:
         state.limiter.hit(caller.token_hash[:16], "trade", settings.trade_rate_limit_per_min)
 
@@ -55,6 +78,6 @@ async def tao_dividends(
     trade_hotkey = hotkey or settings.default_hotkey
     if do_trade:
         result = await state.trades.request(
-            trade_netuid, trade_hotkey, request_id=request_id, requested_by=caller.name, view=view
+            trade_netuid, trade_hotkey, request_id=request_id, requested_by=caller.owner, view=view
         )
     return dividends_body(netuid, hotkey, view, trade_fields(result, trade_netuid, trade_hotkey))

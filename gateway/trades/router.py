@@ -4,52 +4,128 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 
-from gateway.deps import CallerDep, RequestIdDep, StateDep, hotkey_param
+from gateway.deps import (
+    SS58_CONSTRAINTS,
+    SS58_DESCRIPTION,
+    SS58_EXAMPLE,
+    ReaderDep,
+    RequestIdDep,
+    StateDep,
+    TraderDep,
+    hotkey_param,
+)
 from gateway.dividends.presenter import trade_fields
+from gateway.errors import BODY_ERRORS, documented
+from gateway.scopes import ADMIN
 from gateway.trades import service
-from gateway.trades.schemas import StakeActionPage, TradeOut, TradeRequest, TradeTriggered
-from shared.errors import InvalidInput
+from gateway.trades.schemas import (
+    TRADE_ID_EXAMPLE,
+    TRADE_ID_PATTERN,
+    StakeActionPage,
+    TradeOut,
+    TradeRequest,
+    TradeTriggered,
+)
 from shared.events import DividendRequested
 from shared.ids import new_id
 
 router = APIRouter(prefix="/api/v1", tags=["trades"])
 
-
-@router.get(
-    "/trades/{trade_id}", response_model=TradeOut, summary="A trade's path through every stage"
+COMMON_ERRORS = {
+    401: "`unauthorized`: missing, malformed, unknown or revoked token",
+    422: "`validation_error`: an invalid parameter or body field (the message names it)",
+    429: "`rate_limited`: the token's rate limit, or too many failed authentications from "
+    "this address; see Retry-After",
+    503: "`database_unavailable` or `redis_unavailable`: a dependency cannot answer",
+}
+CURSOR_PATTERN = "^[0-9]{1,10}$"
+MAX_ROW_ID = 2**31 - 1  # stake_actions.id is a 32-bit integer: no row lies beyond it
+OWN_TRADES = (
+    "Scope: `read`. Only the caller's own trades (those it requested); "
+    "every caller's with `admin` as well."
 )
-async def get_trade(trade_id: str, caller: CallerDep) -> TradeOut:
-    return await service.get_trade(trade_id)
 
 
 @router.get(
-    "/stake_actions", response_model=StakeActionPage, summary="Stake action history, newest first"
+    "/trades/{trade_id}",
+    response_model=TradeOut,
+    summary="A trade's path through every stage",
+    description=OWN_TRADES + " Another caller's trade answers 404, like a missing one.",
+    responses=documented(
+        {
+            **COMMON_ERRORS,
+            403: "`insufficient_scope`: the token lacks `read`",
+            404: "`not_found`: no such trade among those the caller may see",
+        }
+    ),
+)
+async def get_trade(
+    trade_id: Annotated[
+        str,
+        Path(
+            pattern=TRADE_ID_PATTERN,
+            description="A `trade_id` as answered by POST /api/v1/trades or the dividends "
+            "endpoint (32 hex characters).",
+            examples=[TRADE_ID_EXAMPLE],
+        ),
+    ],
+    caller: ReaderDep,
+) -> TradeOut:
+    owner = None if ADMIN in caller.scopes else caller.owner
+    return await service.get_trade(trade_id, owner=owner)
+
+
+@router.get(
+    "/stake_actions",
+    response_model=StakeActionPage,
+    summary="Stake action history, newest first",
+    description=OWN_TRADES,
+    responses=documented({**COMMON_ERRORS, 403: "`insufficient_scope`: the token lacks `read`"}),
 )
 async def stake_actions(
-    caller: CallerDep,
-    netuid: Annotated[int | None, Query(ge=0, le=65535)] = None,
-    hotkey: Annotated[str | None, Query(max_length=64)] = None,
-    status: Annotated[
-        Literal["succeeded", "failed", "skipped", "dry_run", "submitting", "unknown"] | None,
-        Query(),
+    caller: ReaderDep,
+    netuid: Annotated[int | None, Query(ge=0, le=65535, description="Subnet id.")] = None,
+    hotkey: Annotated[
+        str | None,
+        Query(
+            description=f"Hotkey. {SS58_DESCRIPTION}", examples=[SS58_EXAMPLE], **SS58_CONSTRAINTS
+        ),
     ] = None,
-    direction: Annotated[Literal["add", "remove", "none"] | None, Query()] = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page")] = None,
+    status: Annotated[
+        Literal["succeeded", "failed", "skipped", "rejected", "dry_run", "submitting", "unknown"]
+        | None,
+        Query(description="Only actions with this status."),
+    ] = None,
+    direction: Annotated[
+        Literal["add", "remove", "none"] | None,
+        Query(description="Only actions of this direction."),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=200, description="Page size.")] = 50,
+    cursor: Annotated[
+        str | None,
+        Query(
+            pattern=CURSOR_PATTERN,
+            description="`next_cursor` of the previous page (a decimal number); omit it for "
+            "the first page.",
+            examples=["1234"],
+        ),
+    ] = None,
 ) -> StakeActionPage:
     if hotkey is not None:
         hotkey = hotkey_param(hotkey)
-    if cursor is not None and not cursor.isdigit():
-        raise InvalidInput("cursor: not a cursor returned by this endpoint")
+    after = None if cursor is None else int(cursor)
+    if after is not None and after > MAX_ROW_ID:
+        after = None  # every row id is below it: the same page as no cursor
     return await service.list_stake_actions(
+        owner=None if ADMIN in caller.scopes else caller.owner,
         netuid=netuid,
         hotkey=hotkey,
         status=status,
         direction=direction,
         limit=limit,
-        cursor=None if cursor is None else int(cursor),
+        cursor=after,
     )
 
 
@@ -58,9 +134,21 @@ async def stake_actions(
     response_model=TradeTriggered,
     status_code=202,
     summary="Trigger a trade by hand (same cooldown as the dividends endpoint)",
+    description="Scope: `trade`. Without it: 403 `insufficient_scope`, nothing enqueued.",
+    responses=documented(
+        {
+            **COMMON_ERRORS,
+            **BODY_ERRORS,
+            403: "`insufficient_scope`: the token lacks `trade`",
+            422: "`validation_error`: the body is not JSON, or netuid or hotkey is invalid",
+            429: "`rate_limited`: the token's rate limit or trade limit, or too many failed "
+            "authentications from this address; see Retry-After",
+            503: "`redis_unavailable` (trade queue) or `database_unavailable` (token store)",
+        }
+    ),
 )
 async def trigger_trade(
-    body: TradeRequest, state: StateDep, caller: CallerDep, request_id: RequestIdDep
+    body: TradeRequest, state: StateDep, caller: TraderDep, request_id: RequestIdDep
 ) -> TradeTriggered:
     hotkey = hotkey_param(body.hotkey)
     state.limiter.hit(caller.token_hash[:16], "trade", state.settings.trade_rate_limit_per_min)
@@ -70,7 +158,7 @@ async def trigger_trade(
         hotkey=hotkey,
         source="manual",
         request_id=request_id,
-        requested_by=caller.name,
+        requested_by=caller.owner,
     )
     result = await state.trades.trigger(event)
     fields = trade_fields(result, body.netuid, hotkey)

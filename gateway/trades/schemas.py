@@ -4,7 +4,14 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
+
+from gateway.deps import SS58_CONSTRAINTS, SS58_DESCRIPTION, SS58_EXAMPLE
+from gateway.dividends.schemas import TradeStatus
+
+# Trade ids are 32 lowercase hex characters (shared.ids.new_id); the column holds 32.
+TRADE_ID_PATTERN = "^[0-9A-Za-z_-]{1,32}$"
+TRADE_ID_EXAMPLE = "3f9c2b8e0d4a4c55a1f0e6b7c8d9e0f1"
 
 
 class TweetsOut(BaseModel):
@@ -74,12 +81,23 @@ class StakeActionPage(BaseModel):
 
 
 class TradeRequest(BaseModel):
-    netuid: int = Field(ge=0, le=65535)
-    hotkey: str = Field(min_length=1, max_length=64)
+    netuid: int = Field(ge=0, le=65535, description="Subnet id.", examples=[18])
+    hotkey: str = Field(
+        description=f"Hotkey. {SS58_DESCRIPTION}", examples=[SS58_EXAMPLE], **SS58_CONSTRAINTS
+    )
+
+    @field_validator("netuid", mode="before")
+    @classmethod
+    def _json_integer(cls, value: object) -> object:
+        """What JSON Schema calls an integer (18 or 18.0), not `false` or `"18"`, which
+        pydantic's lax mode would read as 0 and 18."""
+        if isinstance(value, bool | str):
+            raise ValueError("must be a JSON integer")
+        return value
 
 
 class TradeTriggered(BaseModel):
-    trade_id: str
-    stake_tx_triggered: bool
-    trade_status: str
+    trade_id: str = Field(description="The enqueued trade, or the one still inside its cooldown.")
+    stake_tx_triggered: bool = Field(description="True only when this request enqueued a trade.")
+    trade_status: TradeStatus
     trade_detail: str

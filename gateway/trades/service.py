@@ -18,7 +18,8 @@ from gateway.trades.schemas import (
     TweetsOut,
 )
 from shared.db.models import SentimentScore, StakeAction, Trade, TweetBatch
-from shared.errors import DatabaseUnavailable, NotFound
+from shared.db.schema import database_error
+from shared.errors import NotFound
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
@@ -28,11 +29,18 @@ async def _db(query: Awaitable[T]) -> T:
     try:
         return await query
     except (BaseORMException, OSError) as exc:
-        raise DatabaseUnavailable(f"database unavailable: {type(exc).__name__}") from exc
+        raise database_error(exc) from exc
 
 
-async def get_trade(trade_id: str) -> TradeOut:
-    trade = await _db(Trade.get_or_none(trade_id=trade_id))
+async def get_trade(trade_id: str, *, owner: str | None) -> TradeOut:
+    """The trade if `owner` requested it (any trade when `owner` is None, for admins).
+
+    Another owner's trade is reported exactly like a missing one, so ids cannot be probed.
+    """
+    query = Trade.filter(trade_id=trade_id)
+    if owner is not None:
+        query = query.filter(requested_by=owner)
+    trade = await _db(query.first())
     if trade is None:
         raise NotFound(f"no trade {trade_id!r}")
     tweets, sentiment, action = await asyncio.gather(
@@ -55,6 +63,7 @@ def _out(schema: type[M], row: object | None) -> M | None:
 
 async def list_stake_actions(
     *,
+    owner: str | None,
     netuid: int | None,
     hotkey: str | None,
     status: str | None,
@@ -62,8 +71,13 @@ async def list_stake_actions(
     limit: int,
     cursor: int | None,
 ) -> StakeActionPage:
-    """Newest first; the cursor is the last id seen (stable under concurrent inserts)."""
+    """Newest first; the cursor is the last id seen (stable under concurrent inserts).
+
+    Only the actions of `owner`'s trades, or every action when `owner` is None (admins).
+    """
     query = StakeAction.all()
+    if owner is not None:
+        query = query.filter(trade__requested_by=owner)
     if netuid is not None:
         query = query.filter(netuid=netuid)
     if hotkey is not None:

@@ -15,6 +15,7 @@ from loguru import logger
 from pydantic import SecretStr
 
 from pipeline.clients.http import (
+    DEFAULT_MAX_BODY_BYTES,
     InvalidResponseError,
     NotConfiguredError,
     RetryPolicy,
@@ -58,9 +59,11 @@ class ChutesClient(SessionOwner):
         json_mode: bool = True,
         retry: RetryPolicy | None = None,
         session: aiohttp.ClientSession | None = None,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     ) -> None:
         key = api_key.get_secret_value() if isinstance(api_key, SecretStr) else api_key
         self._key = key or None
+        self._max_body_bytes = max_body_bytes
         self._endpoint = base_url.rstrip("/") + "/v1/chat/completions"
         self._model = model
         self._timeout_s = timeout_s
@@ -84,6 +87,7 @@ class ChutesClient(SessionOwner):
             timeout_s=settings.chutes_timeout_s,
             retry=retry or RetryPolicy(max_retries=settings.http_max_retries),
             session=session,
+            max_body_bytes=settings.http_max_body_bytes,
         )
 
     @property
@@ -125,6 +129,7 @@ class ChutesClient(SessionOwner):
             headers={"Authorization": f"Bearer {self._key}", "Accept": "application/json"},
             json_body=body,
             secrets=(self._key,),
+            max_body_bytes=self._max_body_bytes,
         )
         completion = replace(
             parse_completion(result.body, default_model=self._model), attempts=result.attempts

@@ -21,6 +21,7 @@ from pydantic import SecretStr
 from yarl import URL
 
 from pipeline.clients.http import (
+    DEFAULT_MAX_BODY_BYTES,
     InvalidResponseError,
     NotConfiguredError,
     RetryPolicy,
@@ -86,7 +87,8 @@ class Tweet:
             created_at=when,
             username=_str_or_none(data.get("username")),
             user_name=_str_or_none(data.get("user_name")),
-            like_count=_count(data.get("like_count")),
+            # "likes": how batches stored before engagement was kept whole named it.
+            like_count=_count(data.get("like_count", data.get("likes"))),
             retweet_count=_count(data.get("retweet_count")),
             reply_count=_count(data.get("reply_count")),
             url=_str_or_none(data.get("url")),
@@ -303,6 +305,7 @@ class DaturaClient(SessionOwner):
         session: aiohttp.ClientSession | None = None,
         cache: TweetCache | None = None,
         trusted_origins: Sequence[str] = DEFAULT_TRUSTED_ORIGINS,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     ) -> None:
         key = api_key.get_secret_value() if isinstance(api_key, SecretStr) else api_key
         self._key = key or None
@@ -316,6 +319,7 @@ class DaturaClient(SessionOwner):
         super().__init__(session)
         self._cache = cache
         self._trusted_origins = tuple(trusted_origins)
+        self._max_body_bytes = max_body_bytes
 
     @classmethod
     def from_settings(
@@ -338,6 +342,7 @@ class DaturaClient(SessionOwner):
             retry=retry or RetryPolicy(max_retries=settings.http_max_retries),
             session=session,
             cache=cache,
+            max_body_bytes=settings.http_max_body_bytes,
         )
 
     @property
@@ -386,6 +391,7 @@ class DaturaClient(SessionOwner):
             params=params,
             secrets=(self._key,),
             trusted_origins=self._trusted_origins,
+            max_body_bytes=self._max_body_bytes,
         )
         if result.permanent_redirect and result.permanent_redirect != self._endpoint:
             logger.warning(
@@ -395,6 +401,9 @@ class DaturaClient(SessionOwner):
             )
             self._endpoint = result.permanent_redirect
         tweets, skipped = parse_tweets(result.body)
+        # Datura may answer more than asked for: only TWEET_COUNT are kept, stored and scored.
+        extra = max(0, len(tweets) - self._count)
+        tweets = tweets[: self._count]
         batch = TweetBatch(
             netuid=netuid,
             query=query,
@@ -405,10 +414,11 @@ class DaturaClient(SessionOwner):
             attempts=result.attempts,
         )
         logger.bind(netuid=netuid, service=SERVICE).info(
-            "datura search {!r}: {} tweets ({} skipped) in {:.2f}s, {} tries",
+            "datura search {!r}: {} tweets ({} skipped, {} over TWEET_COUNT) in {:.2f}s, {} tries",
             query,
             len(tweets),
             skipped,
+            extra,
             result.elapsed_s,
             result.attempts,
         )

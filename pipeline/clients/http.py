@@ -35,6 +35,8 @@ REDIRECT_STATUSES: Final = frozenset({301, 302, 303, 307, 308})
 PERMANENT_REDIRECTS: Final = frozenset({301, 308})
 MAX_REDIRECTS: Final = 5
 _DETAIL_MAX: Final = 300
+DEFAULT_MAX_BODY_BYTES: Final = 2 * 1024 * 1024  # HTTP_MAX_BODY_BYTES
+_READ_CHUNK: Final = 64 * 1024
 _MASK: Final = "***"
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -250,6 +252,7 @@ async def request_json(
     json_body: Any = None,
     secrets: Sequence[str] = (),
     trusted_origins: Collection[str] = (),
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     sleep: Sleep = asyncio.sleep,
 ) -> HTTPResult:
     """Send one logical request; return its parsed 2xx body or raise `ExternalAPIError`.
@@ -259,6 +262,9 @@ async def request_json(
     our key to whoever a Location header names). We re-send it only to the same
     origin or to `trusted_origins` (e.g. Datura's legacy host pointing at the new
     one); any other target is an error, so a key can never leak through a redirect.
+
+    A body larger than `max_body_bytes` is not read past the cap: it is an invalid
+    response (not retried), so a hostile or broken upstream cannot exhaust memory.
     """
     attempts = 0
     started = time.monotonic()
@@ -278,6 +284,7 @@ async def request_json(
                 secrets=secrets,
                 trusted_origins=trusted_origins,
                 attempts=attempts,
+                max_body_bytes=max_body_bytes,
             )
         except _Retry as retry:
             error = retry.error
@@ -314,6 +321,7 @@ async def _attempt(
     secrets: Sequence[str],
     trusted_origins: Collection[str],
     attempts: int,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 ) -> HTTPResult:
     """One try, including the redirect hops it takes. Raises `_Retry` for transient failures."""
     timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=min(timeout_s, 10.0))
@@ -332,8 +340,8 @@ async def _attempt(
                     timeout=timeout,
                     allow_redirects=False,
                 ) as resp:
-                    body = await resp.read()
                     status = resp.status
+                    body = await _read_capped(resp, max_body_bytes, service)
                     if status in REDIRECT_STATUSES and "Location" in resp.headers:
                         if len(hops) >= MAX_REDIRECTS:
                             raise ExternalAPIError(
@@ -386,6 +394,32 @@ async def _attempt(
     except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
         detail = scrub(f"{type(exc).__name__}: {exc}", secrets)
         raise _Retry(ExternalAPIError(service, None, detail, retryable=True)) from None
+
+
+async def _read_capped(resp: aiohttp.ClientResponse, limit: int, service: str) -> bytes:
+    """The body, or `InvalidResponseError` as soon as it is known to exceed `limit` bytes
+    (from Content-Length, or while reading: nothing past the cap is buffered)."""
+
+    def too_large(size: str) -> InvalidResponseError:
+        return InvalidResponseError(
+            service,
+            resp.status,
+            f"response body over the {limit}-byte cap ({size}); not read",
+            retryable=False,
+        )
+
+    declared = resp.content_length
+    if declared is not None and declared > limit:
+        raise too_large(f"Content-Length {declared}")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in resp.content.iter_chunked(_READ_CHUNK):
+        size += len(chunk)
+        if size > limit:
+            resp.close()
+            raise too_large(f"more than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _parse_body(service: str, status: int, body: bytes, secrets: Sequence[str]) -> Any:

@@ -10,6 +10,7 @@ from redis.asyncio import Redis
 
 from shared.constants import STREAM_DEAD_LETTER
 from shared.events import decode_fields, text
+from shared.signing import is_signed
 
 _DURATION = re.compile(r"^(\d+)([smhd])$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -39,12 +40,18 @@ async def get_letter(redis: Redis, entry_id: str) -> dict[str, str]:
 
 
 async def requeue(redis: Redis, entry_id: str, *, maxlen: int) -> str:
-    """Put the original entry back on its stream (same trade_id, so the stages' idempotency
-    holds) and remove the dead letter, atomically."""
+    """Put the original entry back on its stream, untouched (same trade_id, so the stages'
+    idempotency holds, and same signature), and remove the dead letter, atomically."""
     letter = await get_letter(redis, entry_id)
     original = orjson.loads(letter["original"])
     if not isinstance(original, dict) or not letter.get("stream"):
         raise DeadLetterError(f"dead letter {entry_id} has no original entry to requeue")
+    if not is_signed({str(k): str(v) for k, v in original.items()}):
+        # Requeued untouched, it keeps its signature; one that has none would only come back.
+        raise DeadLetterError(
+            f"dead letter {entry_id} is unsigned or badly signed (not written by a holder of "
+            "EVENT_SIGNING_KEY): not requeued"
+        )
     pipe = redis.pipeline(transaction=True)
     pipe.xadd(letter["stream"], original, maxlen=maxlen, approximate=True)
     pipe.xdel(STREAM_DEAD_LETTER, entry_id)

@@ -3,17 +3,25 @@
 A replay keeps the trade_id, so every stage answers from what it stored (the
 stake stage says "already executed"): it never produces a second extrinsic.
 `--as-new-trade` starts a new trade (new trade_id) from the original request,
-which does trade for real, once.
+which does trade for real, once, and so goes through the same cooldown
+reservation as any new trade (refused inside the cooldown).
+
+Replayed entries have changed fields (source=replay, new event_id...), so they
+are signed again; only entries whose signature holds are replayed, or a forged
+entry could be laundered into a signed one.
 """
 
 from __future__ import annotations
 
+from loguru import logger
 from redis.asyncio import Redis
 
 from shared.constants import EVENT_STREAMS, STREAM_DIVIDEND_REQUESTED
 from shared.db.models import Trade
 from shared.events import DividendRequested, decode_fields, text
 from shared.ids import iso, new_id, utcnow
+from shared.signing import is_signed, sign
+from shared.trades import TradeTrigger
 
 PAGE = 1000
 
@@ -25,16 +33,22 @@ class ReplayError(Exception):
 async def entries_between(
     redis: Redis, stream: str, start: str, end: str = "+"
 ) -> list[tuple[str, dict[str, str]]]:
+    """The validly signed entries of `stream` in [start, end]; others are skipped (logged)."""
     out: list[tuple[str, dict[str, str]]] = []
     cursor = start
     while True:
         page = await redis.xrange(stream, min=cursor, max=end, count=PAGE) or []
-        for eid, fields in page:
-            if eid is not None and fields is not None:
-                out.append((text(eid), decode_fields(fields)))
+        for eid, raw in page:
+            if eid is None or raw is None:
+                continue
+            fields = decode_fields(raw)
+            if is_signed(fields):
+                out.append((text(eid), fields))
+            else:
+                logger.warning("not replaying {} {}: unsigned or badly signed", stream, text(eid))
         if len(page) < PAGE:
             return out
-        cursor = "(" + out[-1][0]
+        cursor = "(" + text(page[-1][0])
 
 
 async def trade_request(redis: Redis, trade_id: str) -> dict[str, str]:
@@ -64,7 +78,11 @@ def as_replay(fields: dict[str, str], *, new_trade: bool) -> dict[str, str]:
     out["replay_of"] = fields.get("trade_id", "")
     if new_trade:
         out["trade_id"] = new_id()
-    return out
+    return sign(out)
+
+
+def is_new_trade(stream: str, fields: dict[str, str]) -> bool:
+    return stream == STREAM_DIVIDEND_REQUESTED and fields.get("trade_id") != fields.get("replay_of")
 
 
 async def plan_trade(
@@ -83,6 +101,12 @@ async def plan_range(
 ) -> list[tuple[str, dict[str, str]]]:
     if stream not in EVENT_STREAMS.values() or stream.endswith("dead_letter"):
         raise ReplayError(f"unknown stream {stream!r}; use one of the event streams")
+    if new_trade and stream != STREAM_DIVIDEND_REQUESTED:
+        # A new trade started mid-pipeline would skip the cooldown reservation.
+        raise ReplayError(
+            f"--as-new-trade starts from the request: use --stream {STREAM_DIVIDEND_REQUESTED} "
+            "or --trade ID"
+        )
     entries = await entries_between(redis, stream, start, end)
     if not entries:
         raise ReplayError(f"no entries in {stream} between {start} and {end}")
@@ -97,10 +121,33 @@ async def plan_range(
 
 
 async def publish_plan(
-    redis: Redis, plan: list[tuple[str, dict[str, str]]], *, maxlen: int
+    redis: Redis, plan: list[tuple[str, dict[str, str]]], *, maxlen: int, cooldown_s: int
 ) -> list[str]:
-    ids = []
+    """Publish `plan`; the ids published. A new trade goes through the trade trigger, so one
+    inside its pair's cooldown is refused: ReplayError once the rest of the plan is out."""
+    ids: list[str] = []
+    refused: list[str] = []
+    trigger = TradeTrigger(redis, cooldown_s=cooldown_s, maxlen=maxlen)
     for stream, fields in plan:
+        if is_new_trade(stream, fields):
+            try:
+                event = DividendRequested.from_fields(fields)
+            except ValueError as exc:
+                refused.append(f"entry of trade {fields.get('replay_of')} is malformed: {exc}")
+                continue
+            result = await trigger.trigger(event)
+            if result.entry_id is None:
+                refused.append(
+                    f"new trade for netuid {event.netuid} hotkey {event.hotkey} refused: the pair "
+                    f"is inside its trade cooldown ({result.cooldown_left_s:.0f} s left, "
+                    f"TRADE_COOLDOWN_S={cooldown_s}); nothing was published for it"
+                )
+                continue
+            ids.append(result.entry_id)
+            continue
         entry_id = await redis.xadd(stream, fields, maxlen=maxlen, approximate=True)  # type: ignore[arg-type]
         ids.append(entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id))
+    if refused:
+        done = f"; published {len(ids)} entries: {', '.join(ids)}" if ids else ""
+        raise ReplayError("; ".join(refused) + done)
     return ids

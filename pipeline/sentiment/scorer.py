@@ -3,7 +3,8 @@
 Rules (../shared/design.md, "Sentiment and trading rules"):
 - no tweets: neutral (0), backend "none", and the reason says so;
 - otherwise ask the LLM; if there is no Chutes key, the API fails after its
-  retries, or the reply holds no identifiable score, fall back to VADER when
+  retries, or the reply is not the JSON object asked for (parse.py: prose is
+  never mined for a number), fall back to VADER when
   SENTIMENT_FALLBACK=vader, else give no score at all (score None: no trade).
 The backend that produced the score, and why a fallback happened, are part of
 the result so the trade's record can say it.
@@ -21,7 +22,7 @@ from loguru import logger
 from pipeline.clients.chutes import ChutesClient
 from pipeline.clients.datura import Tweet
 from pipeline.clients.http import AuthError, ExternalAPIError, NotConfiguredError, QuotaError
-from pipeline.sentiment.parse import parse_reply
+from pipeline.sentiment.parse import UnusableReply, read_reply
 from pipeline.sentiment.prompt import MAX_TOTAL_CHARS, build_messages
 from pipeline.sentiment.vader import VaderScorer, get_vader
 from shared.settings import Settings
@@ -100,11 +101,15 @@ class SentimentScorer:
         except ExternalAPIError as exc:
             return await self._fall_back(netuid, usable, f"{_error_code(exc)}: {exc.message}")
 
-        verdict = parse_reply(completion.content)
-        if verdict is None:
+        try:
+            verdict = read_reply(completion.content)
+        except UnusableReply as exc:
             snippet = " ".join(completion.content.split())[:_SNIPPET] or "(empty reply)"
             return await self._fall_back(
-                netuid, usable, f"unusable_reply: no score in {snippet!r}", model=completion.model
+                netuid,
+                usable,
+                f"unusable_reply: {exc} (reply {snippet!r})",
+                model=completion.model,
             )
         return SentimentResult(
             score=verdict.score,

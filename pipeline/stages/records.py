@@ -11,23 +11,38 @@ from redis.asyncio import Redis
 from pipeline.worker import Drop, StreamEntry
 from shared.bus import publish
 from shared.db.models import Trade
-from shared.events import Event
+from shared.events import Event, decode_fields
 from shared.ids import utcnow
+from shared.signing import SignatureError, verify
 
 E = TypeVar("E", bound=Event)
 
 
 def parse_event(cls: type[E], entry: StreamEntry) -> E:
-    """The entry as `cls`; an entry that can never parse goes straight to the dead letters."""
+    """The entry as `cls`, from a holder of EVENT_SIGNING_KEY only.
+
+    An unsigned or badly signed entry, or one that can never parse (wrong type, bad
+    SS58 hotkey, netuid out of range), goes straight to the dead letters with the
+    reason, before the stage touches the database or publishes anything.
+    """
+    fields = decode_fields(entry.fields)
     try:
-        return cls.from_fields(entry.fields)
+        verify(fields)
+    except SignatureError as exc:
+        raise Drop(f"{exc} in {cls.TYPE} entry") from exc
+    try:
+        return cls.from_fields(fields)
     except (ValidationError, ValueError) as exc:
         raise Drop(f"malformed {cls.TYPE} entry: {exc}") from exc
 
 
 async def ensure_trade(event: Event) -> None:
     """Record the trade if this is the first time it is seen (one INSERT … ON CONFLICT DO
-    NOTHING)."""
+    NOTHING).
+
+    Its age starts when it was requested (the signed event's time, never in the future),
+    not when a stage first got to it: after an outage MAX_EVENT_AGE_S must still see how
+    long the request waited."""
     trade = Trade(
         trade_id=event.trade_id,
         netuid=event.netuid,
@@ -36,6 +51,7 @@ async def ensure_trade(event: Event) -> None:
         request_id=getattr(event, "request_id", None),
         requested_by=getattr(event, "requested_by", None),
         replay_of=getattr(event, "replay_of", None),
+        created_at=min(event.occurred_at, utcnow()),
     )
     await Trade.bulk_create([trade], ignore_conflicts=True)
 

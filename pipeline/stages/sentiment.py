@@ -42,7 +42,9 @@ class SentimentStage:
 
         if self._cache is None:
             return await score()
-        digest = hashlib.sha256(orjson.dumps([[t.id, t.text] for t in tweets])).hexdigest()[:32]
+        # Engagement is part of the input (prompt and VADER weights), so part of the key.
+        key = [[t.id, t.text, t.like_count, t.retweet_count, t.reply_count] for t in tweets]
+        digest = hashlib.sha256(orjson.dumps(key)).hexdigest()[:32]
         cached = await self._cache.get_or_load(f"{netuid}:{digest}", score)
         value: dict[str, Any] = cached.value
         return value
@@ -55,10 +57,7 @@ class SentimentStage:
         )
         status = None
         if stored is None:
-            tweets = [
-                Tweet(id=t.get("id"), text=str(t.get("text", "")), username=t.get("username"))
-                for t in event.tweets
-            ]
+            tweets = [Tweet.from_dict(t) for t in event.tweets]
             result = await self._score(event.netuid, tweets)
             stored = await SentimentScore.create(
                 trade_id=event.trade_id, netuid=event.netuid, **result

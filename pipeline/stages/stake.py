@@ -1,17 +1,23 @@
 """stake stage: sentiment_scored → add_stake / unstake → stake action stored → stake_executed.
 
 Safety rules (the stage acts with real money):
+- the entry only says which trade to look at: netuid and hotkey come from the trade's
+  row, the score from its stored sentiment row; an entry that disagrees with them is
+  recorded `rejected`, one without stored rows is never turned into a trade;
+- risk limits (pipeline/stages/risk.py) for every source: allowlist, dead band, age,
+  cooldown and daily limit before the chain is read, the position cap after;
 - idempotent per trade: a `stake_actions` row, unique per trade, is written
   *before* submitting; a redelivery, a replay or a second consumer finds it and
   never submits again ("already executed");
-- a row left `submitting` or `unknown` (crash or timeout mid-submit) is
-  reconciled from chain state: the coldkey's nonce moved past the one recorded
-  before submitting → the extrinsic was included (its effect is read from the
-  stake change); nonce unchanged and the transaction's era (mortality period)
-  over → it can never land, recorded as failed; otherwise retried later. It is
-  never resubmitted blindly;
-- one extrinsic at a time per coldkey (a Redis lock), which also makes the
-  nonce comparison sound;
+- price protection: `add_stake_limit` / `remove_stake_limit` with the SDK's limit
+  price (SLIPPAGE_TOLERANCE, partial fills only with ALLOW_PARTIAL_STAKE); a price
+  moved beyond it is a known failure (`SlippageTooHigh`), never retried;
+- the extrinsic is signed first and its hash, nonce and mortality window stored
+  with the row before it is sent; a row left `submitting` or `unknown` is settled
+  only by finding that hash in a block (pipeline/stages/settlement.py), never from
+  stake, balance or nonce changes, and never resubmitted;
+- one extrinsic at a time per coldkey (pipeline/stages/lane.py): a renewed lease,
+  and no signing while one of the coldkey's extrinsics is unsettled;
 - kill switch (STAKING_ENABLED), dry run (STAKE_DRY_RUN), amount capped at
   STAKE_MAX_TAO, free balance checked before adding, held stake checked (and
   the TAO amount converted to alpha at the current price) before removing;
@@ -23,29 +29,34 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from datetime import timedelta
 from typing import Any
 
 from loguru import logger
 from redis.asyncio import Redis
-from redis.exceptions import LockError
 from tortoise.exceptions import IntegrityError
 
+from pipeline.stages import risk
 from pipeline.stages.decision import Decision, alpha_for_tao, decide, tao
-from pipeline.stages.records import Publisher, ensure_trade, parse_event, set_status
-from pipeline.worker import Retry, StreamEntry
-from shared.chain.staking_types import RAO_PER_TAO, AccountState, StakeClient, StakeOutcome
-from shared.constants import KEY_COLDKEY_LOCK
-from shared.db.models import StakeAction, Trade
+from pipeline.stages.lane import ColdkeyLane, Lease
+from pipeline.stages.records import Publisher, parse_event, set_status
+from pipeline.stages.settlement import Settlement, failure_reason, record_outcome
+from pipeline.worker import Drop, Retry, StreamEntry
+from shared.chain.staking_types import (
+    OrderDirection,
+    StakeClient,
+    StakeOrder,
+    StakeOutcome,
+    limit_price_rao,
+)
+from shared.db.models import SentimentScore, StakeAction, Trade
 from shared.errors import ChainError
 from shared.events import SentimentScored, StakeExecuted
 from shared.ids import utcnow
 from shared.settings import Settings
 
-TERMINAL = {"succeeded", "failed", "skipped", "dry_run"}
+TERMINAL = {"succeeded", "failed", "skipped", "dry_run", "rejected"}
 UNSETTLED = {"submitting", "unknown"}
-ERA_PERIOD_BLOCKS = 128  # bittensor's DEFAULT_PERIOD: an unincluded extrinsic dies after it
-ERA_MARGIN_BLOCKS = 4
+MISSING_ROW_DELIVERIES = 2  # deliveries that may find no stored rows before the refusal
 
 
 class StakeStage:
@@ -66,19 +77,22 @@ class StakeStage:
         self._lock_ttl_s = (
             settings.chain_timeout_s + settings.stake_submit_timeout_s + self._settle_margin_s
         )
-        self._local_locks: dict[str, asyncio.Lock] = {}
         # Wait for the coldkey as long as the handler's time allows after its own submit.
         self._lock_wait_s = max(
             5.0, settings.worker_handler_timeout_s - settings.stake_submit_timeout_s - 10
         )
+        self._lane = ColdkeyLane(redis, ttl_s=self._lock_ttl_s, wait_s=self._lock_wait_s)
+        self._leases: dict[str, Lease] = {}
         self._staker = staker
         self._publish = publish
         self._settings = settings
         self._wallet_problem = wallet_problem or "no wallet configured"
+        self._settlement = (
+            None if staker is None else Settlement(staker, self._announce_settled, settings)
+        )
 
     async def handle(self, entry: StreamEntry) -> None:
         event = parse_event(SentimentScored, entry)
-        await ensure_trade(event)
         action = await StakeAction.get_or_none(trade_id=event.trade_id)
         if action is not None and action.status in TERMINAL:
             logger.bind(trade_id=event.trade_id).info(
@@ -93,14 +107,55 @@ class StakeStage:
                 "stake action {} is being settled by the reconciler", action.status
             )
             return
-        await self._execute(event)
+        trade, stored = await asyncio.gather(
+            Trade.get_or_none(trade_id=event.trade_id),
+            SentimentScore.get_or_none(trade_id=event.trade_id),
+        )
+        if trade is None or stored is None:
+            await self._missing_rows(entry, event, trade)
+            return
+        wrong = risk.disagreements(event, trade, stored)
+        # From here on only stored values decide: the entry is a wake-up call, not an order.
+        trusted = event.model_copy(
+            update={"netuid": trade.netuid, "hotkey": trade.hotkey, "score": stored.score}
+        )
+        if wrong:
+            reason = "event disagrees with the stored trade: " + "; ".join(wrong)
+            await self._finish(trusted, Decision("none", 0, reason), "rejected", reason)
+            return
+        await self._execute(trusted, trade)
+
+    async def _missing_rows(
+        self, entry: StreamEntry, event: SentimentScored, trade: Trade | None
+    ) -> None:
+        """A stage publishes only after its rows are committed, so a missing row is not a
+        race in one database; one short retry still covers a reader that lags (a pool
+        connection or a fail-over), after which the entry is refused. Nothing is created
+        from the event: the stage never invents the trade it is told to execute."""
+        what = "trade" if trade is None else "sentiment score"
+        if entry.deliveries < MISSING_ROW_DELIVERIES:
+            raise Retry(f"no stored {what} for this trade yet", defer_s=1)
+        if trade is None:
+            # A stake action needs its trade row: the dead letter is the only record left.
+            raise Drop("no stored trade for this sentiment_scored entry; nothing submitted")
+        reason = "no stored sentiment score for this trade; nothing submitted"
+        trusted = event.model_copy(
+            update={"netuid": trade.netuid, "hotkey": trade.hotkey, "score": None}
+        )
+        await self._finish(trusted, Decision("none", 0, reason), "rejected", reason)
 
     # ------------------------------------------------------------------ decision
-    async def _execute(self, event: SentimentScored) -> None:
+    async def _execute(self, event: SentimentScored, trade: Trade) -> None:
+        """`event` carries the stored netuid, hotkey and score (see `handle`)."""
         settings = self._settings
         decision = decide(event.score, settings)
         if decision.direction == "none":
             await self._finish(event, decision, "skipped", decision.reason)
+            return
+        assert event.score is not None  # a direction needs a score
+        refusal = risk.precheck(event.netuid, event.score, trade.created_at, utcnow(), settings)
+        if refusal is not None:
+            await self._finish(event, decision, "skipped", refusal)
             return
         if not settings.staking_enabled:
             await self._finish(
@@ -118,28 +173,17 @@ class StakeStage:
 
     @contextlib.asynccontextmanager
     async def _coldkey_lock(self, coldkey: str) -> AsyncIterator[None]:
-        """One extrinsic at a time per coldkey: queue in-process first (waiting here costs
-        no delivery), then across processes with a Redis lock."""
-        local = self._local_locks.setdefault(coldkey, asyncio.Lock())
-        async with local:
-            lock = self._redis.lock(
-                f"{KEY_COLDKEY_LOCK}{coldkey}",
-                timeout=self._lock_ttl_s,
-                blocking_timeout=self._lock_wait_s,
-            )
-            try:
-                acquired = await lock.acquire()
-            except LockError as exc:
-                raise Retry("coldkey lock unavailable", defer_s=5) from exc
-            if not acquired:
-                raise Retry("another process holds this coldkey's lock", defer_s=5)
+        """The coldkey's lease, renewed while held (`Unavailable` when it cannot be had).
+
+        The lane itself opens only in `_submit`, just before signing, when no extrinsic of
+        the coldkey is unsettled: a handler timeout releases the lease, never the lane.
+        Refusals (caps, balance, dry run) need no open lane and are not held up by it."""
+        async with self._lane.hold(coldkey) as lease:
+            self._leases[coldkey] = lease
             try:
                 yield
             finally:
-                try:
-                    await lock.release()
-                except LockError:
-                    logger.warning("coldkey lock expired before release")
+                self._leases.pop(coldkey, None)
 
     async def _submit(
         self, event: SentimentScored, decision: Decision, staker: StakeClient
@@ -147,6 +191,18 @@ class StakeStage:
         if await StakeAction.exists(trade_id=event.trade_id):
             # Another consumer executed this trade while we waited for the coldkey lock.
             raise Retry("stake action recorded while waiting for the lock", defer_s=0)
+        # Under the coldkey lock: this wallet's other trades have stored their rows.
+        refusal = await risk.check_history(
+            event.netuid,
+            event.hotkey,
+            staker.coldkey,
+            decision.amount_rao,
+            utcnow(),
+            self._settings,
+        )
+        if refusal is not None:
+            await self._finish(event, decision, "skipped", refusal, coldkey=staker.coldkey)
+            return
         account = await staker.account(event.netuid, event.hotkey)
         fields: dict[str, Any] = {
             "coldkey": account.coldkey,
@@ -156,6 +212,12 @@ class StakeStage:
             "balance_before_rao": account.free_rao,
         }
         amount_alpha: int | None = None
+        refusal = risk.over_position_cap(
+            decision.direction, decision.amount_rao, account, self._settings
+        )
+        if refusal is not None:
+            await self._finish(event, decision, "skipped", refusal, **fields)
+            return
         if decision.direction == "add":
             spendable = account.free_rao - account.existential_deposit_rao
             if spendable < decision.amount_rao:
@@ -181,8 +243,24 @@ class StakeStage:
             amount_alpha = min(
                 alpha_for_tao(decision.amount_rao, account.alpha_price_rao), account.stake_rao
             )
+        direction: OrderDirection = "add" if decision.direction == "add" else "remove"
+        try:
+            limit = limit_price_rao(
+                direction, event.netuid, account.alpha_price_rao, self._settings.slippage_tolerance
+            )
+        except ValueError as exc:
+            await self._finish(
+                event,
+                decision,
+                "skipped",
+                f"{exc}: nothing submitted",
+                amount_alpha=amount_alpha,
+                **fields,
+            )
+            return
+        fields["limit_price_rao"] = limit
         if self._settings.stake_dry_run:
-            what = "add_stake" if decision.direction == "add" else "unstake"
+            what = "add_stake_limit" if decision.direction == "add" else "remove_stake_limit"
             await self._finish(
                 event,
                 decision,
@@ -192,6 +270,23 @@ class StakeStage:
                 **fields,
             )
             return
+        if direction == "add":
+            amount = decision.amount_rao
+        else:
+            assert amount_alpha is not None
+            amount = amount_alpha
+        order = StakeOrder(
+            direction=direction,
+            netuid=event.netuid,
+            hotkey=event.hotkey,
+            amount_rao=amount,
+            limit_price_rao=limit,
+            allow_partial=self._settings.allow_partial_stake,
+        )
+        # Under the lease: no second extrinsic while one of this coldkey's is unsettled.
+        await self._lane.ensure_open(self._leases[staker.coldkey])
+        # Signed, not sent: a chain error here leaves nothing to settle.
+        signed = await staker.sign(order)
         try:
             action = await StakeAction.create(
                 trade_id=event.trade_id,
@@ -204,6 +299,10 @@ class StakeStage:
                 amount_tao=tao(decision.amount_rao),
                 amount_alpha=None if amount_alpha is None else tao(amount_alpha),
                 submitted_at=utcnow(),
+                extrinsic_hash=signed.extrinsic_hash,
+                extrinsic_nonce=signed.nonce,
+                era_start_block=signed.era_start_block,
+                era_end_block=signed.era_end_block,
                 **fields,
             )
         except IntegrityError as exc:
@@ -213,116 +312,63 @@ class StakeStage:
             ) from exc
         await set_status(event.trade_id, "submitting")
         log = logger.bind(trade_id=event.trade_id, stage="stake")
-        log.info("submitting {} on netuid {}", decision.reason, event.netuid)
+        log.info(
+            "submitting {} on netuid {}",
+            decision.reason,
+            event.netuid,
+            extrinsic_hash=signed.extrinsic_hash,
+            nonce=signed.nonce,
+            limit_price_rao=limit,
+        )
         try:
-            if decision.direction == "add":
-                outcome = await asyncio.wait_for(
-                    staker.add_stake(event.netuid, event.hotkey, decision.amount_rao),
-                    self._settings.stake_submit_timeout_s,
-                )
-            else:
-                assert amount_alpha is not None
-                outcome = await asyncio.wait_for(
-                    staker.unstake(event.netuid, event.hotkey, amount_alpha),
-                    self._settings.stake_submit_timeout_s,
-                )
+            outcome = await asyncio.wait_for(
+                staker.submit(signed), self._settings.stake_submit_timeout_s
+            )
         except (ChainError, TimeoutError) as exc:
-            reason = f"outcome unknown ({type(exc).__name__}: {exc}); will reconcile from chain"
-            action.status, action.reason = "unknown", reason
-            await action.save(update_fields=["status", "reason", "updated_at"])
-            await set_status(event.trade_id, "unknown", reason)
-            logger.bind(trade_id=event.trade_id, stage="stake").warning("{}", reason)
+            reason = (
+                f"outcome unknown ({type(exc).__name__}: {exc}); settled from the chain by "
+                "its extrinsic hash, never resubmitted"
+            )
+            marked = await StakeAction.filter(id=action.id, status="submitting").update(
+                status="unknown", reason=reason, updated_at=utcnow()
+            )
+            if marked:
+                await set_status(event.trade_id, "unknown", reason)
+            log.warning("{}", reason)
             return
         await self._record_outcome(event, action, outcome)
 
     async def _record_outcome(
         self, event: SentimentScored, action: StakeAction, outcome: StakeOutcome
     ) -> None:
-        action.status = "succeeded" if outcome.success else "failed"
-        action.success = outcome.success
-        action.message = outcome.message[:2000]
-        action.error_name = outcome.error_name
-        action.extrinsic_hash = outcome.extrinsic_hash
-        action.block_hash = outcome.block_hash
-        action.block = outcome.block
-        action.fee_rao = outcome.fee_rao
-        if not outcome.success:
-            action.reason = f"chain rejected the extrinsic: {outcome.error_name or outcome.message}"
-        await action.save()
-        await set_status(event.trade_id, action.status, action.reason)
-        logger.bind(trade_id=event.trade_id, stage="stake").info(
-            "{} {}: {}", action.direction, action.status, outcome.message
+        reason = (
+            None if outcome.success else failure_reason(outcome, self._settings.slippage_tolerance)
         )
+        log = logger.bind(trade_id=event.trade_id, stage="stake")
+        if not await record_outcome(action, outcome, reason):
+            log.info("stake action was settled meanwhile; not recorded twice")
+            return
+        log.info("{} {}: {}", action.direction, action.status, outcome.message)
         await self._announce(event, action)
 
-    # ------------------------------------------------------------------ reconciliation
+    # ------------------------------------------------------------------ settlement
     async def run_reconciler(self, stop: asyncio.Event, *, every_s: float = 30.0) -> None:
-        """Settle unsettled stake actions from chain state until `stop` is set."""
+        """Settle this wallet's unsettled stake actions by their hash until `stop` is set."""
         while not stop.is_set():
             try:
                 await self.reconcile_unsettled()
-            except Exception as exc:  # a failed sweep is retried at the next one
-                logger.opt(exception=exc).warning("reconciliation sweep failed")
+            except Exception as exc:  # a failed sweep (database down) is retried at the next
+                logger.opt(exception=exc).warning("settlement sweep failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), every_s)
 
     async def reconcile_unsettled(self) -> int:
-        """Settle `submitting`/`unknown` rows whose submission can no longer be running.
+        """One settlement sweep; returns how many rows it settled."""
+        return 0 if self._settlement is None else await self._settlement.sweep()
 
-        Returns how many were settled. Rows still undecidable (nonce unchanged, era not
-        over) are left for a later sweep.
-        """
-        if self._staker is None:
-            return 0
-        cutoff = utcnow() - timedelta(
-            seconds=self._settings.stake_submit_timeout_s + self._settle_margin_s
-        )
-        # Only this wallet's rows: another coldkey's nonce says nothing about them.
-        rows = await StakeAction.filter(
-            status__in=UNSETTLED, updated_at__lt=cutoff, coldkey=self._staker.coldkey
-        )
-        settled = 0
-        for action in rows:
-            async with self._coldkey_lock(self._staker.coldkey):
-                await action.refresh_from_db()
-                if action.status in UNSETTLED and await self._reconcile(action):
-                    settled += 1
-        return settled
-
-    async def _reconcile(self, action: StakeAction) -> bool:
-        assert self._staker is not None
-        log = logger.bind(trade_id=action.trade_id, stage="stake")
-        if action.nonce_before is None:
-            log.error("unsettled stake action without its recorded nonce; needs an operator")
-            return False
-        account = await self._staker.account(action.netuid, action.hotkey)
-        if account.nonce > action.nonce_before:
-            # Extrinsics of this coldkey go one at a time, so the nonce recorded before
-            # submitting was this one's: it was included. Its effect decides the outcome.
-            moved = _stake_moved(action, account)
-            action.status = "succeeded" if moved else "failed"
-            action.success = moved
-            action.reason = (
-                f"reconciled from chain state: nonce {action.nonce_before}→{account.nonce}, "
-                f"stake {action.stake_before_rao}→{account.stake_rao} alpha rao"
-            )
-        elif action.block_before is not None and account.block > (
-            action.block_before + ERA_PERIOD_BLOCKS + ERA_MARGIN_BLOCKS
-        ):
-            action.status, action.success = "failed", False
-            action.reason = (
-                "reconciled from chain state: never included (nonce unused and the "
-                "transaction's era is over); not resubmitted"
-            )
-        else:
-            log.info("stake action still unsettled: the transaction may yet be included")
-            return False
-        await action.save()
-        await set_status(action.trade_id, action.status, action.reason)
-        log.warning("{}", action.reason)
+    async def _announce_settled(self, action: StakeAction) -> None:
         trade = await Trade.get(trade_id=action.trade_id)
         await self._announce_row(trade.source, action)
-        return True
 
     # ------------------------------------------------------------------ records
     async def _finish(
@@ -380,18 +426,3 @@ class StakeStage:
                 reason=reason,
             )
         )
-
-
-def _stake_moved(action: StakeAction, account: AccountState) -> bool:
-    """Whether the stake moved by at least half of what the extrinsic would move.
-
-    Half, not any change: emissions also add alpha to a stake, and must not pass for an
-    add that was not applied.
-    """
-    before = action.stake_before_rao or 0
-    if action.direction == "add":
-        tao_rao = int((action.amount_tao or 0) * RAO_PER_TAO)
-        expected = alpha_for_tao(tao_rao, account.alpha_price_rao) if tao_rao else 1
-        return account.stake_rao - before >= max(1, expected // 2)
-    expected = int((action.amount_alpha or 0) * RAO_PER_TAO) or 1
-    return before - account.stake_rao >= max(1, expected // 2)

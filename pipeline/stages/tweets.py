@@ -9,7 +9,7 @@ from loguru import logger
 from pipeline.clients.datura import DaturaClient
 from pipeline.clients.http import AuthError, ExternalAPIError, QuotaError
 from pipeline.stages.records import Publisher, ensure_trade, parse_event, set_status
-from pipeline.worker import Retry, StreamEntry
+from pipeline.worker import StreamEntry, Unavailable
 from shared.db.models import TweetBatch
 from shared.events import DividendRequested, TweetsFetched
 
@@ -80,12 +80,11 @@ class TweetsStage:
             )
         except ExternalAPIError as exc:
             if exc.retryable:
-                raise Retry(f"Datura unavailable: {exc.message}", defer_s=5) from exc
+                # An outage: waited out in place, spending none of the entry's deliveries.
+                raise Unavailable(f"Datura unavailable: {exc.message}") from exc
             raise
-        tweets = [
-            {"id": t.id, "text": t.text, "username": t.username, "likes": t.like_count}
-            for t in batch.tweets
-        ]
+        # The whole tweet, engagement included: the prompt and VADER's weights read it.
+        tweets = [t.to_dict() for t in batch.tweets]
         return await TweetBatch.create(
             trade_id=event.trade_id,
             source="cache" if batch.cached else "datura",

@@ -297,6 +297,12 @@ class SubtensorLogic:
         netuid = int(args["netuid"])
         if not self.subnet_exists(state, netuid):
             raise DispatchFailed("SubnetNotExists")
+        if ext.call in ("add_stake_limit", "remove_stake_limit"):
+            price, limit = self.price(state, netuid), int(args["limit_price"])
+            beyond = price > limit if ext.call == "add_stake_limit" else price < limit
+            if beyond and netuid != 0 and not args.get("allow_partial"):
+                # The price moved past the limit after the pool admitted the extrinsic.
+                raise DispatchFailed("SlippageTooHigh")
         if ext.call in ("add_stake", "add_stake_limit"):
             tao = int(args["amount_staked"])
             if tao == 0:

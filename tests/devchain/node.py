@@ -97,6 +97,9 @@ class Faults:
     error_on: Counter[str] = field(default_factory=Counter)
     fail_next: deque[DispatchFailed] = field(default_factory=deque)
     reject_next: deque[Rejected] = field(default_factory=deque)
+    drop_after: Counter[str] = field(default_factory=Counter)
+    # (netuid, rao per alpha) set after the next extrinsic passes the pool, before it is applied
+    move_price_next: deque[tuple[int, int]] = field(default_factory=deque)
 
     @staticmethod
     def take(counter: Counter[str], method: str) -> bool:
@@ -352,6 +355,18 @@ class DevChain:
         """Close the websocket cleanly (code 1000) instead of answering `method`."""
         self.faults.close_on[method] += times
 
+    def drop_after(self, method: str = "*", times: int = 1) -> None:
+        """Handle `method` (an extrinsic is admitted and included), then abort the TCP
+        connection instead of answering: the work happened, the reply is lost."""
+        self.faults.drop_after[method] += times
+
+    def move_price_on_next_extrinsic(self, netuid: int, price_tao: float) -> None:
+        """Move the subnet's price once the next extrinsic has passed the pool, before it
+        is applied: the price moved between the client's read and inclusion."""
+        if netuid == 0 or price_tao <= 0:
+            raise ValueError("only a positive price of a non-root subnet can move")
+        self.faults.move_price_next.append((netuid, round(price_tao * RAO)))
+
     def error_on(self, method: str = "*", times: int = 1) -> None:
         """Raise inside the handler of `method`: must come back as a JSON-RPC error."""
         self.faults.error_on[method] += times
@@ -508,6 +523,9 @@ class DevChain:
             result = handler(connection, params if isinstance(params, list) else [params])
             if asyncio.iscoroutine(result):
                 result = await result
+            if Faults.take(self.faults.drop_after, method):
+                connection.ws.transport.abort()
+                return None, None
             if isinstance(result, _Reply):
                 result, after = result.result, result.after
             return {**base, "result": result}, after
@@ -745,6 +763,9 @@ class DevChain:
         except Rejected as rejected:
             raise RpcError(rejected.code, rejected.message, rejected.data) from None
         forced = self.faults.fail_next.popleft() if self.faults.fail_next else None
+        if self.faults.move_price_next:
+            netuid, price = self.faults.move_price_next.popleft()
+            self._state.prices[netuid] = price
         return ext, self._seal([ext], forced)
 
     def _verify_signature(self, ext: DecodedExtrinsic) -> None:
@@ -859,7 +880,8 @@ class DevChain:
     def _rpc_dev_fault(self, connection: _Connection, params: Params) -> bool:
         """["stall", methods...] | ["unstall"] | ["delay", seconds, methods...] |
         ["drop_on", method] | ["close_on", method] | ["error_on", method] |
-        ["fail_next", ErrorName] | ["reject_next", data?] | ["clear"]"""
+        ["fail_next", ErrorName] | ["reject_next", data?] | ["drop_after", method] |
+        ["move_price", netuid, price_tao] | ["clear"]"""
         kind, rest = (str(params[0]), params[1:]) if params else ("", [])
         if kind == "stall":
             self.stall(*map(str, rest))
@@ -867,12 +889,14 @@ class DevChain:
             self.unstall()
         elif kind == "delay":
             self.delay(float(rest[0]), *map(str, rest[1:]))
-        elif kind in ("drop_on", "close_on", "error_on"):
+        elif kind in ("drop_on", "close_on", "error_on", "drop_after"):
             getattr(self, kind)(str(rest[0]) if rest else "*")
         elif kind == "fail_next":
             self.fail_next_extrinsic(str(rest[0]))
         elif kind == "reject_next":
             self.reject_next_extrinsic(*map(str, rest[:1]))
+        elif kind == "move_price":
+            self.move_price_on_next_extrinsic(int(rest[0]), float(rest[1]))
         elif kind == "clear":
             self.clear_faults()
         else:

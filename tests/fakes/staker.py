@@ -1,15 +1,35 @@
-"""A fake behind the project's StakeClient interface: balances, stakes, prices, nonces,
-scripted failures; counts every extrinsic it receives."""
+"""A fake behind the project's StakeClient interface that keeps the chain's bookkeeping:
+balances, stakes, prices, nonces, blocks holding extrinsic hashes with their outcome,
+mortality windows. Each submitted extrinsic that the fake "chain" accepts seals one block;
+settlement can only learn an outcome by finding the hash in a block, as on the node."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections import Counter
+from dataclasses import dataclass
 
-from shared.chain.staking_types import RAO_PER_TAO, AccountState, StakeOutcome
-from shared.errors import ChainTimeout
+from shared.chain.staking_types import (
+    ERA_PERIOD_BLOCKS,
+    RAO_PER_TAO,
+    AccountState,
+    ExtrinsicSearch,
+    SignedStake,
+    StakeOrder,
+    StakeOutcome,
+)
+from shared.errors import ChainTimeout, ChainUnavailable
 
 COLDKEY = "5HGjWAeFDfFCWPsjFQdVV2Msvz2XtMktvgocEZcCj68kUMaw"
+FEE_RAO = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Included:
+    block: int
+    extrinsic_hash: str
+    outcome: StakeOutcome
 
 
 class FakeStaker:
@@ -20,18 +40,32 @@ class FakeStaker:
         self.default_price_rao = int(price_tao * RAO_PER_TAO)
         self.nonce = 0
         self.block = 100
-        self.extrinsics: list[tuple[str, int, str, int]] = []
+        self.era_period = ERA_PERIOD_BLOCKS
+        self.extrinsics: list[tuple[str, int, str, int]] = []  # every submission attempt
+        self.included: list[Included] = []  # what the "chain" holds, block by block
+        self.signed: list[SignedStake] = []
         self.calls: Counter[str] = Counter()
-        self.fail_next: str | None = None
-        self.lose_next = False  # apply on chain, then raise ChainTimeout (outcome unknown)
+        self.fail_next: str | None = None  # included, failing with this module error
+        self.lose_next = False  # included, then the answer is lost (ChainTimeout)
+        self.drop_next = False  # never reaches the chain, and the answer is lost
+        self.move_price_next: tuple[int, int] | None = None  # (netuid, rao) before inclusion
+        self.search_errors: dict[str, Exception] = {}  # hash -> raised by find_extrinsic
         self.delay_s = 0.0
 
     @property
     def coldkey(self) -> str:
         return COLDKEY
 
+    @property
+    def orders(self) -> list[StakeOrder]:
+        return [s.order for s in self.signed]
+
     def price(self, netuid: int) -> int:
         return RAO_PER_TAO if netuid == 0 else self.prices.get(netuid, self.default_price_rao)
+
+    def seal(self, blocks: int = 1) -> None:
+        """Empty blocks go by (time passes on the fake chain)."""
+        self.block += blocks
 
     async def account(self, netuid: int, hotkey: str) -> AccountState:
         self.calls["account"] += 1
@@ -44,45 +78,89 @@ class FakeStaker:
             block=self.block,
         )
 
-    async def _extrinsic(self, kind: str, netuid: int, hotkey: str, amount: int) -> StakeOutcome:
-        self.extrinsics.append((kind, netuid, hotkey, amount))
+    async def sign(self, order: StakeOrder) -> SignedStake:
+        self.calls["sign"] += 1
+        digest = hashlib.blake2b(
+            f"{COLDKEY}/{self.nonce}/{self.block}/{order}".encode(), digest_size=32
+        ).hexdigest()
+        signed = SignedStake(
+            order=order,
+            extrinsic_hash=f"0x{digest}",
+            nonce=self.nonce,
+            era_start_block=self.block,
+            era_end_block=self.block + self.era_period,
+        )
+        self.signed.append(signed)
+        return signed
+
+    async def submit(self, signed: SignedStake) -> StakeOutcome:
+        self.calls["submit"] += 1
+        order = signed.order
+        self.extrinsics.append((order.direction, order.netuid, order.hotkey, order.amount_rao))
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
-        self.nonce += 1
-        self.block += 1
-        if self.fail_next is not None:
-            name, self.fail_next = self.fail_next, None
-            return StakeOutcome(
-                False,
-                f"Subtensor returned `{name}(Module)` error",
-                name,
-                f"0x{len(self.extrinsics):064x}",
-                f"0x{self.block:064x}",
-                self.block,
-                1000,
-            )
-        key = (netuid, hotkey)
-        if kind == "add":
-            self.free_rao -= amount
-            self.stakes[key] = self.stakes.get(key, 0) + amount * RAO_PER_TAO // self.price(netuid)
-        else:
-            self.stakes[key] = self.stakes.get(key, 0) - amount
-            self.free_rao += amount * self.price(netuid) // RAO_PER_TAO
+        if self.drop_next:
+            self.drop_next = False
+            raise ChainUnavailable("chain connection lost during submit")
+        if signed.nonce > self.nonce:
+            return StakeOutcome(False, "refused by the pool: future", "PoolRejected")
+        if signed.nonce < self.nonce or not (
+            signed.era_start_block <= self.block < signed.era_end_block
+        ):
+            raise ChainUnavailable("extrinsic outcome unknown (outdated)")
+        if self.move_price_next is not None:
+            netuid, price = self.move_price_next
+            self.prices[netuid] = price
+            self.move_price_next = None
+        outcome = self._apply(signed)
         if self.lose_next:
             self.lose_next = False
-            raise ChainTimeout("chain did not answer add_stake within 1s")
-        return StakeOutcome(
-            True,
-            "Success",
-            None,
-            f"0x{len(self.extrinsics):064x}",
-            f"0x{self.block:064x}",
-            self.block,
-            1000,
+            raise ChainTimeout("chain did not answer submit within 1s")
+        return outcome
+
+    def _apply(self, signed: SignedStake) -> StakeOutcome:
+        order = signed.order
+        self.nonce += 1
+        self.block += 1
+        self.free_rao -= FEE_RAO
+        price = self.price(order.netuid)
+        error = self.fail_next
+        self.fail_next = None
+        beyond = (
+            price > order.limit_price_rao
+            if order.direction == "add"
+            else price < order.limit_price_rao
         )
+        if error is None and beyond and order.netuid != 0 and not order.allow_partial:
+            error = "SlippageTooHigh"
+        key = (order.netuid, order.hotkey)
+        if error is None:
+            if order.direction == "add":
+                self.free_rao -= order.amount_rao
+                self.stakes[key] = self.stakes.get(key, 0) + order.amount_rao * RAO_PER_TAO // price
+            else:
+                self.stakes[key] = self.stakes.get(key, 0) - order.amount_rao
+                self.free_rao += order.amount_rao * price // RAO_PER_TAO
+        outcome = StakeOutcome(
+            success=error is None,
+            message="Success" if error is None else f"{error}: failed",
+            error_name=error,
+            extrinsic_hash=signed.extrinsic_hash,
+            block_hash=f"0x{self.block:064x}",
+            block=self.block,
+            fee_rao=FEE_RAO,
+        )
+        self.included.append(Included(self.block, signed.extrinsic_hash, outcome))
+        return outcome
 
-    async def add_stake(self, netuid: int, hotkey: str, amount_rao: int) -> StakeOutcome:
-        return await self._extrinsic("add", netuid, hotkey, amount_rao)
-
-    async def unstake(self, netuid: int, hotkey: str, alpha_rao: int) -> StakeOutcome:
-        return await self._extrinsic("remove", netuid, hotkey, alpha_rao)
+    async def find_extrinsic(
+        self, extrinsic_hash: str, from_block: int, to_block: int
+    ) -> ExtrinsicSearch:
+        self.calls["find_extrinsic"] += 1
+        if extrinsic_hash in self.search_errors:
+            raise self.search_errors[extrinsic_hash]
+        last = min(to_block, self.block)
+        for item in self.included:
+            if item.extrinsic_hash == extrinsic_hash and from_block <= item.block <= last:
+                return ExtrinsicSearch(item.outcome, last, self.block)
+        return ExtrinsicSearch(None, max(last, from_block - 1), self.block)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
+from gateway import health
 from tests.conftest import AUTH
 from tests.fakes.chain import FakeChain
 
@@ -14,8 +17,9 @@ async def test_healthz(client: httpx.AsyncClient) -> None:
 
 
 async def test_readyz_checks_redis_db_and_chain(
-    client: httpx.AsyncClient, chain: FakeChain
+    client: httpx.AsyncClient, chain: FakeChain, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(health, "READY_CHAIN_EVERY_S", 0.0)  # every call reads the chain
     ready = await client.get("/readyz")
     assert ready.status_code == 200
     checks = ready.json()["checks"]
@@ -28,25 +32,50 @@ async def test_readyz_checks_redis_db_and_chain(
     assert not_ready.json()["checks"]["redis"]["ok"] is True
 
 
-async def test_metrics_count_requests_cache_and_chain_reads(client: httpx.AsyncClient) -> None:
-    params = {"netuid": 3, "trade": "false"}
-    await client.get("/api/v1/tao_dividends", params=params, headers=AUTH)
-    await client.get("/api/v1/tao_dividends", params=params, headers=AUTH)
-    text = (await client.get("/metrics")).text
-    assert (
-        'taostake_http_requests_total{method="GET",route="/api/v1/tao_dividends",status="200"}'
-        in text
+def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    values: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            values[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return values
+
+
+async def test_metrics_count_requests_cache_and_chain_reads(
+    client: httpx.AsyncClient, chain: FakeChain
+) -> None:
+    """Counters are process-wide, so the test asserts what its own requests added."""
+    requests = (
+        "taostake_http_requests_total",
+        (("method", "GET"), ("route", "/api/v1/tao_dividends"), ("status", "200")),
     )
-    assert 'taostake_cache_lookups_total{result="memory"}' in text
-    assert 'taostake_chain_reads_total{kind="subnet",outcome="ok"}' in text
-    assert "taostake_http_request_duration_seconds_bucket" in text
+    memory_hits = ("taostake_cache_lookups_total", (("result", "memory"),))
+    chain_reads = ("taostake_chain_reads_total", (("kind", "subnet"), ("outcome", "ok")))
+    latency = (
+        "taostake_http_request_duration_seconds_count",
+        (("route", "/api/v1/tao_dividends"),),
+    )
+    before = _samples((await client.get("/metrics")).text)
+    params = {"netuid": 3, "trade": "false"}
+    for _ in range(3):
+        response = await client.get("/api/v1/tao_dividends", params=params, headers=AUTH)
+        assert response.status_code == 200
+    after = _samples((await client.get("/metrics")).text)
+
+    def delta(key: tuple[str, tuple[tuple[str, str], ...]]) -> float:
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    assert delta(requests) == 3
+    assert delta(chain_reads) == 1  # the first request read the chain, the others hit the cache
+    assert delta(memory_hits) == 2
+    assert chain.reads == 1
+    assert delta(latency) == 3
 
 
 async def test_openapi_documents_bearer_auth_and_examples(client: httpx.AsyncClient) -> None:
     spec = (await client.get("/openapi.json")).json()
     assert spec["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
     operation = spec["paths"]["/api/v1/tao_dividends"]["get"]
-    assert operation["security"] == [{"bearerAuth": []}]
+    assert operation["security"] == [{"bearerAuth": ["read"]}]
     assert {"401", "422", "429", "503", "504"} <= set(operation["responses"])
     assert "examples" in spec["components"]["schemas"]["DividendResponse"]
     assert (await client.get("/docs")).status_code == 200

@@ -78,3 +78,26 @@ def test_exception_text_is_masked_in_text_logs(settings: Settings) -> None:
     text = "".join(str(line) for line in lines)
     assert "RuntimeError" in text and "Traceback" in text
     assert "cpk_supersecret_123456" not in text and "abcXYZ" not in text
+
+
+async def test_hostile_paths_are_logged_on_one_line_each(settings: Settings) -> None:
+    """`%0A` used to forge a whole log line and `{...}` kept a request out of the access log."""
+    from shared.logging import configure_logging
+
+    text_settings = settings.model_copy(update={"log_format": "text", "log_level": "INFO"})
+    lines: list[str] = []
+    app = create_app(text_settings, chain=FakeChain())
+    configure_logging(text_settings, sink=lines.append)  # after the app's own set-up
+    forged = "/x%0A2026-01-01T00:00:00.000Z INFO    gateway GET /admin 200 0.1ms"
+    async with running_app(app) as client:
+        await client.get(forged)
+        await client.get("/y%7Bfoo%7D")
+        await client.get("/z%1B%5B31mred")
+    access = [str(line) for line in lines if "404" in str(line)]
+    assert len(access) == 3
+    for line in access:
+        assert line.count("\n") == 1 and line.endswith("\n")  # one record, one line
+        assert "\x1b" not in line
+    assert "/x\\n2026-01-01T00:00:00.000Z" in access[0]
+    assert "/y{foo}" in access[1]
+    assert "/z\\x1b[31mred" in access[2]

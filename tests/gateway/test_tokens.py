@@ -45,3 +45,35 @@ async def test_create_list_revoke(clean_db: str) -> None:
     assert "revoked" in _run(clean_db, "list").stdout
     again = _run(clean_db, "revoke", "dashboard")
     assert again.returncode == 1 and "no active token" in again.stderr
+
+
+async def test_create_with_scopes_and_list_them(clean_db: str) -> None:
+    created = _run(clean_db, "create", "bot", "--scopes", "trade,read")
+    assert created.returncode == 0, created.stderr
+    lines = created.stdout.strip().splitlines()
+    token = lines[-1]
+    assert token.startswith("tsk_") and "read,trade" in lines[0]
+    assert _run(clean_db, "create", "dash").returncode == 0
+    conn = await asyncpg.connect(clean_db)
+    try:
+        rows = dict(await conn.fetch("SELECT name, scopes FROM api_tokens"))
+    finally:
+        await conn.close()
+    assert rows == {"bot": "read,trade", "dash": "read"}
+    listed = _run(clean_db, "list").stdout.splitlines()
+    assert [line.split("\t")[:3:2] for line in listed] == [["bot", "read,trade"], ["dash", "read"]]
+
+
+async def test_unknown_scope_or_reserved_name_is_refused_and_creates_nothing(
+    clean_db: str,
+) -> None:
+    unknown = _run(clean_db, "create", "bot", "--scopes", "read,trdae")
+    assert unknown.returncode == 1 and unknown.stdout == ""
+    assert "unknown scope 'trdae'" in unknown.stderr and "read, trade, admin" in unknown.stderr
+    reserved = _run(clean_db, "create", "static:abc", "--scopes", "read")
+    assert reserved.returncode == 1 and "may not contain ':'" in reserved.stderr
+    conn = await asyncpg.connect(clean_db)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM api_tokens") == 0
+    finally:
+        await conn.close()

@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 
 from shared.bus import publish
 from shared.events import DividendRequested
+from tests.conftest import TEST_SIGNING_KEY
 from tests.fakes.chain import ALICE
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -22,7 +23,7 @@ def _run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         timeout=120,
-        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+        env={**os.environ, "PYTHONPATH": str(ROOT), "EVENT_SIGNING_KEY": TEST_SIGNING_KEY, **env},
         check=False,
         cwd=ROOT,
     )

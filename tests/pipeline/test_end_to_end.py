@@ -6,9 +6,10 @@ from __future__ import annotations
 from redis.asyncio import Redis
 
 from gateway.app import create_app
+from gateway.scopes import static_owner
 from shared.constants import STREAM_STAKE_EXECUTED
 from shared.settings import Settings
-from tests.conftest import AUTH, running_app
+from tests.conftest import AUTH, TOKENS, running_app
 from tests.fakes.chain import ALICE, FakeChain
 from tests.fakes.staker import FakeStaker
 from tests.pipeline.conftest import eventually, running_worker
@@ -35,7 +36,7 @@ async def test_a_trade_from_the_http_request_to_its_stake_action(
             return body if action and action["status"] == "succeeded" else None
 
         trade = await eventually(settled)
-    assert trade["source"] == "api" and trade["requested_by"] == "env-1"
+    assert trade["source"] == "api" and trade["requested_by"] == static_owner(TOKENS[0])
     assert trade["tweets"]["count"] > 0 and trade["sentiment"]["backend"] == "llm"
     assert trade["stake_action"]["direction"] == "add"
     assert trade["stake_action"]["amount_tao"] == "1.000000000"

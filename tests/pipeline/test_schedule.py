@@ -15,7 +15,8 @@ from redis.asyncio import Redis
 
 from pipeline.schedule import rescore
 from shared.constants import KEY_SCHEDULE_RUNS, KEY_TRADED_PAIRS, STREAM_DIVIDEND_REQUESTED
-from tests.conftest import make_settings
+from shared.signing import verify
+from tests.conftest import TEST_SIGNING_KEY, make_settings
 from tests.fakes.chain import ALICE, BOB, DEFAULT_HOTKEY
 from tests.pipeline.conftest import eventually
 
@@ -80,6 +81,7 @@ async def test_a_real_beat_run_fires_at_least_twice(
         "WATCHLIST": f"3:{ALICE}",
         "DATABASE_URL": f"sqlite://{tmp_path}/db.sqlite3",
         "LOG_LEVEL": "INFO",
+        "EVENT_SIGNING_KEY": TEST_SIGNING_KEY,
     }
     proc = subprocess.Popen(
         [
@@ -122,5 +124,7 @@ async def test_a_real_beat_run_fires_at_least_twice(
         pytest.fail("celery worker did not stop on SIGTERM")
     sources = {f[b"source"] for _, f in await redis.xrange(STREAM_DIVIDEND_REQUESTED)}
     assert sources == {b"schedule"}
+    for _, raw in await redis.xrange(STREAM_DIVIDEND_REQUESTED):  # beat signs what it sends
+        verify({k.decode(): v.decode() for k, v in raw.items()}, key=TEST_SIGNING_KEY.encode())
     last = orjson.loads(await redis.get("schedule:last_run"))
     assert last["tracked"] == 1

@@ -9,6 +9,7 @@ Skipped when the recorded metadata is absent.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -26,15 +27,17 @@ from pipeline.runner import open_staker
 from pipeline.worker import Worker
 from shared.bus import publish
 from shared.chain.staking import SubtensorStaker
+from shared.chain.staking_types import ERA_PERIOD_BLOCKS
 from shared.constants import KEY_COLDKEY_LOCK, STREAM_SENTIMENT_SCORED, STREAM_STAKE_EXECUTED
 from shared.db.models import StakeAction
 from shared.events import SentimentScored
 from shared.ids import new_id
 from shared.settings import Settings
-from tests.conftest import make_settings
+from tests.conftest import TEST_SIGNING_KEY, make_settings
 from tests.devchain import FIXTURES_HINT, DevChain, fixtures_dir
 from tests.devchain.seed import DEMO_HOTKEY
 from tests.pipeline.conftest import eventually, running_worker
+from tests.pipeline.stored import stored_scored
 from tests.shared.chain.test_staking_devchain import make_unencrypted_wallet
 
 os.environ["BT_MEV_PROTECTION"] = "0"
@@ -89,10 +92,9 @@ async def stake_worker(settings: Settings, consumer: str) -> AsyncIterator[Worke
             yield worker
 
 
-def scored(trade_id: str, score: int) -> SentimentScored:
-    return SentimentScored(
-        trade_id=trade_id, netuid=18, hotkey=DEMO_HOTKEY, source="api", score=score, backend="llm"
-    )
+async def scored(trade_id: str, score: int) -> SentimentScored:
+    """The stored trade and score the stake stage acts on, and the event naming them."""
+    return await stored_scored(trade_id, score, netuid=18, hotkey=DEMO_HOTKEY)
 
 
 def settled(trade_id: str) -> Callable[[], Awaitable[StakeAction | None]]:
@@ -132,13 +134,19 @@ async def test_positive_score_stakes_one_tao_on_the_node(
     node.fund(coldkey, 10)
     settings = stage_settings(redis_url, orm, node, tmp_path / "wallets")
     trade_id = new_id()
-    await publish(redis, scored(trade_id, 60), maxlen=1000)
+    await publish(redis, await scored(trade_id, 60), maxlen=1000)
     async with stake_worker(settings, "stake-a"):
         action = await eventually(settled(trade_id), timeout=15)
 
     (applied,) = node.applied
-    assert (applied.call, applied.signer, applied.success) == ("add_stake", coldkey, True)
-    assert applied.args == {"hotkey": DEMO_HOTKEY, "netuid": 18, "amount_staked": RAO}
+    assert (applied.call, applied.signer, applied.success) == ("add_stake_limit", coldkey, True)
+    assert applied.args == {
+        "hotkey": DEMO_HOTKEY,
+        "netuid": 18,
+        "amount_staked": RAO,
+        "limit_price": 502_499_999,  # 0.5 TAO × 1.005, as the SDK's safe staking sends it
+        "allow_partial": False,
+    }
     assert node.balance(coldkey) == 10 * RAO - RAO - applied.fee  # exactly 1 TAO, plus the fee
     assert node.stake(coldkey, DEMO_HOTKEY, 18) == 2 * RAO  # 1 TAO at 0.5 TAO per alpha
     assert (action.status, action.success, action.direction) == ("succeeded", True, "add")
@@ -149,6 +157,12 @@ async def test_positive_score_stakes_one_tao_on_the_node(
         0,
     )
     assert action.extrinsic_hash == applied.hash and action.error_name is None
+    assert (action.extrinsic_nonce, action.era_start_block, action.era_end_block) == (
+        0,
+        0,
+        ERA_PERIOD_BLOCKS,
+    )
+    assert action.limit_price_rao == 502_499_999
     (event,) = await executed_events(redis)
     assert (event["trade_id"], event["status"], event["direction"]) == (
         trade_id,
@@ -166,14 +180,14 @@ async def test_negative_score_unstakes_alpha_worth_one_tao_at_the_node_price(
     node.set_stake(coldkey, DEMO_HOTKEY, 18, 50 * RAO)
     settings = stage_settings(redis_url, orm, node, tmp_path / "wallets")
     trade_id = new_id()
-    await publish(redis, scored(trade_id, -40), maxlen=1000)
+    await publish(redis, await scored(trade_id, -40), maxlen=1000)
     async with stake_worker(settings, "stake-a"):
         action = await eventually(settled(trade_id), timeout=15)
 
     worth_one_tao = RAO * RAO // node.price(18)  # 20 alpha at 0.05 TAO per alpha
     assert worth_one_tao == 20 * RAO
     (applied,) = node.applied
-    assert (applied.call, applied.success) == ("remove_stake", True)
+    assert (applied.call, applied.success) == ("remove_stake_limit", True)
     assert applied.args["amount_unstaked"] == worth_one_tao
     assert node.stake(coldkey, DEMO_HOTKEY, 18) == 50 * RAO - worth_one_tao
     assert node.balance(coldkey) == RAO + RAO - applied.fee  # 20 alpha came back as 1 TAO
@@ -191,7 +205,7 @@ async def test_chain_failure_is_recorded_failed_with_the_error_name(
     node.fail_next_extrinsic("SubnetNotExists")
     settings = stage_settings(redis_url, orm, node, tmp_path / "wallets")
     trade_id = new_id()
-    await publish(redis, scored(trade_id, 60), maxlen=1000)
+    await publish(redis, await scored(trade_id, 60), maxlen=1000)
     async with stake_worker(settings, "stake-a"):
         action = await eventually(settled(trade_id), timeout=15)
 
@@ -217,7 +231,7 @@ async def test_the_same_sentiment_scored_twice_gives_one_extrinsic(
     node.fund(coldkey, 10)
     settings = stage_settings(redis_url, orm, node, tmp_path / "wallets")
     trade_id = new_id()
-    event = scored(trade_id, 60)
+    event = await scored(trade_id, 60)
     for _ in range(2):  # a redelivery / replay of the very same event
         await publish(redis, event, maxlen=1000)
     async with stake_worker(settings, "stake-a"):
@@ -230,7 +244,7 @@ async def test_the_same_sentiment_scored_twice_gives_one_extrinsic(
         await eventually(both_handled, timeout=15)
         events = await executed_events(redis)
 
-    assert [a.call for a in node.applied] == ["add_stake"]  # the node saw one extrinsic
+    assert [a.call for a in node.applied] == ["add_stake_limit"]  # the node saw one extrinsic
     assert node.stake(coldkey, DEMO_HOTKEY, 18) == 2 * RAO and node.nonce(coldkey) == 1
     assert action.status == "succeeded"
     # Each answer says the trade succeeded; a second one (if any) says it was already done.
@@ -241,12 +255,12 @@ async def test_the_same_sentiment_scored_twice_gives_one_extrinsic(
 
 
 # ====================================================================== crash mid-submit
-async def test_stage_killed_mid_submit_is_reconciled_by_nonce_with_one_extrinsic(
+async def test_stage_killed_mid_submit_is_settled_by_its_hash_with_one_extrinsic(
     orm: str, redis: Redis, redis_url: str, node: DevChain, coldkey: str, tmp_path: Path
 ) -> None:
     """A stage process SIGKILLed after its extrinsic reached the node (and was included,
     but before the finality notice came back); a second worker reclaims the entry and
-    settles the trade from the nonce: exactly one extrinsic on the node."""
+    settles the trade from its stored extrinsic hash: exactly one extrinsic on the node."""
     node.add_subnet(18, price_tao=0.5)
     node.fund(coldkey, 10)
     node.finality_delay_s = 60.0  # included at once; the answer the SDK waits for never comes
@@ -271,11 +285,12 @@ async def test_stage_killed_mid_submit_is_reconciled_by_nonce_with_one_extrinsic
         "WORKER_HANDLER_TIMEOUT_S": "60",
         "WORKER_CLAIM_IDLE_S": "1",
         "BT_MEV_PROTECTION": "0",
+        "EVENT_SIGNING_KEY": TEST_SIGNING_KEY,
         "LOG_LEVEL": "INFO",
     }
     log_path = tmp_path / "stage.log"
     trade_id = new_id()
-    await publish(redis, scored(trade_id, 60), maxlen=1000)
+    await publish(redis, await scored(trade_id, 60), maxlen=1000)
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "pipeline", "run", "--stages", "stake"],
@@ -301,7 +316,8 @@ async def test_stage_killed_mid_submit_is_reconciled_by_nonce_with_one_extrinsic
 
     assert len(node.applied) == 1, log_path.read_text()[-3000:]
     row = await StakeAction.get(trade_id=trade_id)
-    assert row.status == "submitting" and row.nonce_before == 0  # written before submitting
+    assert row.status == "submitting" and row.extrinsic_nonce == 0  # written before submitting
+    assert row.extrinsic_hash == node.applied[0].hash
     node.finality_delay_s = 0.02
     # The dead process still holds the coldkey lock; it must lapse once its submission
     # cannot be running any more (account read + submit + margin), not minutes later.
@@ -332,8 +348,8 @@ async def test_stage_killed_mid_submit_is_reconciled_by_nonce_with_one_extrinsic
         # announces "already executed".
         reclaimed = await eventually(reclaimed_entry, timeout=15)
 
-    (applied,) = node.applied  # reconciled, never resubmitted
-    assert (applied.call, applied.success) == ("add_stake", True)
+    (applied,) = node.applied  # settled, never resubmitted
+    assert (applied.call, applied.success) == ("add_stake_limit", True)
     assert reclaimed == 1
     assert (action.status, action.success) == ("succeeded", True), (
         action.reason,
@@ -341,8 +357,123 @@ async def test_stage_killed_mid_submit_is_reconciled_by_nonce_with_one_extrinsic
         action.hotkey,
         action.netuid,
     )
-    assert action.reason == ("reconciled from chain state: nonce 0→1, stake 0→2000000000 alpha rao")
+    assert action.reason == f"settled from the chain: extrinsic found in block {applied.block}"
+    assert (action.block, action.fee_rao) == (applied.block, applied.fee)
     assert node.stake(coldkey, DEMO_HOTKEY, 18) == 2 * RAO
     assert node.balance(coldkey) == 10 * RAO - RAO - applied.fee
     events = await executed_events(redis)
     assert {(e["trade_id"], e["status"]) for e in events} == {(trade_id, "succeeded")}
+
+
+# ====================================================================== price protection
+async def test_price_moved_beyond_tolerance_is_failed_with_the_error_named_not_retried(
+    orm: str, redis: Redis, redis_url: str, node: DevChain, coldkey: str, tmp_path: Path
+) -> None:
+    node.add_subnet(18, price_tao=0.5)
+    node.fund(coldkey, 10)
+    node.move_price_on_next_extrinsic(18, 0.51)  # +2 % between the account read and inclusion
+    settings = stage_settings(redis_url, orm, node, tmp_path / "wallets")
+    trade_id = new_id()
+    await publish(redis, await scored(trade_id, 60), maxlen=1000)
+    async with stake_worker(settings, "stake-a"):
+        action = await eventually(settled(trade_id), timeout=15)
+
+        async def handled() -> bool:
+            (group,) = await redis.xinfo_groups(STREAM_SENTIMENT_SCORED)
+            return bool(group["pending"] == 0)
+
+        await eventually(handled, timeout=15)
+        await asyncio.sleep(1.5)  # a retry would have been sent by now
+
+    (applied,) = node.applied  # exactly one extrinsic, included and failed
+    assert (applied.success, applied.error) == (False, "SlippageTooHigh")
+    assert applied.args["limit_price"] == action.limit_price_rao == 502_499_999
+    assert (action.status, action.success, action.error_name) == (
+        "failed",
+        False,
+        "SlippageTooHigh",
+    )
+    assert "SlippageTooHigh" in (action.reason or "") and "not retried" in (action.reason or "")
+    assert action.extrinsic_hash == applied.hash
+    assert node.stake(coldkey, DEMO_HOTKEY, 18) == 0
+    (event,) = await executed_events(redis)
+    assert (event["status"], event["error_name"]) == ("failed", "SlippageTooHigh")
+
+
+# ====================================================================== unknown outcomes
+async def test_lost_first_extrinsic_keeps_the_lane_closed_then_is_not_included(
+    orm: str, redis: Redis, redis_url: str, node: DevChain, coldkey: str, tmp_path: Path
+) -> None:
+    """The issue's scenario: trade A's extrinsic is lost on the way (the node never
+    applies it, the outcome is unknown); trade B on the same pair waits while A is
+    unsettled; A is settled "not included" once its window has passed, never
+    "succeeded"; then B executes. Exactly one extrinsic is applied: B's."""
+    node.add_subnet(18, price_tao=0.5)
+    node.fund(coldkey, 10)
+    settings = stage_settings(
+        redis_url,
+        orm,
+        node,
+        tmp_path / "wallets",
+        stake_submit_timeout_s=2.0,
+        stake_settle_margin_s=0.1,
+        stake_reconcile_every_s=0.2,
+        trade_cooldown_s=1,
+    )
+    first, second = new_id(), new_id()
+    node.stall("author_submitAndWatchExtrinsic")  # sent, never answered, never applied
+    await publish(redis, await scored(first, 60), maxlen=1000)
+    async with stake_worker(settings, "stake-a") as worker:
+
+        async def unknown() -> StakeAction | None:
+            row = await StakeAction.get_or_none(trade_id=first)
+            return row if row is not None and row.status == "unknown" else None
+
+        lost = await eventually(unknown, timeout=20)
+        node.unstall()
+        await publish(redis, await scored(second, 60), maxlen=1000)
+        await asyncio.sleep(3.0)  # many sweeps and lane checks while A's window is open
+        assert node.applied == []
+        assert await StakeAction.get_or_none(trade_id=second) is None  # B was never signed
+        assert (await StakeAction.get(trade_id=first)).status == "unknown"
+        for _ in range(ERA_PERIOD_BLOCKS + 8):  # the chain moves past A's window
+            node.seal_block()
+        a = await eventually(settled(first), timeout=20)
+        b = await eventually(settled(second), timeout=40)
+        stats = dict(worker.stats)
+
+    (applied,) = node.applied
+    assert (a.status, a.success) == ("failed", False)
+    assert a.reason is not None and a.reason.startswith("not included")
+    assert a.extrinsic_hash == lost.extrinsic_hash != applied.hash
+    assert (b.status, b.extrinsic_hash) == ("succeeded", applied.hash)
+    assert stats["dead_lettered"] == 0
+    events = {e["trade_id"]: e["status"] for e in await executed_events(redis)}
+    assert events == {first: "failed", second: "succeeded"}
+
+
+async def test_reply_lost_after_inclusion_is_settled_succeeded_from_its_hash(
+    orm: str, redis: Redis, redis_url: str, node: DevChain, coldkey: str, tmp_path: Path
+) -> None:
+    node.add_subnet(18, price_tao=0.5)
+    node.fund(coldkey, 10)
+    node.drop_after("author_submitAndWatchExtrinsic")  # applied, then the reply is lost
+    settings = stage_settings(
+        redis_url,
+        orm,
+        node,
+        tmp_path / "wallets",
+        stake_submit_timeout_s=2.0,
+        stake_settle_margin_s=0.1,
+        stake_reconcile_every_s=0.2,
+    )
+    trade_id = new_id()
+    await publish(redis, await scored(trade_id, 60), maxlen=1000)
+    async with stake_worker(settings, "stake-a"):
+        action = await eventually(settled(trade_id), timeout=30)
+
+    (applied,) = node.applied
+    assert (action.status, action.success) == ("succeeded", True)
+    assert action.reason == f"settled from the chain: extrinsic found in block {applied.block}"
+    assert (action.extrinsic_hash, action.block) == (applied.hash, applied.block)
+    assert node.stake(coldkey, DEMO_HOTKEY, 18) == 2 * RAO

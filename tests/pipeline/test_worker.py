@@ -20,7 +20,7 @@ import pytest
 from loguru import logger
 from redis.asyncio import Redis
 
-from pipeline.worker import Drop, Retry, Stage, StreamEntry, Worker
+from pipeline.worker import Drop, Retry, Stage, StreamEntry, Unavailable, Worker
 from shared.constants import KEY_WORKER_HEALTH, STREAM_DEAD_LETTER
 from tests.conftest import private_redis
 
@@ -125,6 +125,7 @@ class TestHandling:
             "dead_lettered": 0,
             "reclaimed": 0,
             "failed": 0,
+            "outage_waits": 0,
         }
 
     async def test_concurrency_bound_is_respected_and_reached(self, redis: Redis) -> None:
@@ -289,6 +290,67 @@ class TestRetries:
         assert worker.stats["failed"] == 1
 
 
+class TestOutages:
+    async def test_dependency_outage_is_waited_out_without_spending_deliveries(
+        self, redis: Redis
+    ) -> None:
+        """An outage longer than MAX_DELIVERIES tries used to dead-letter every entry."""
+        tries: Counter[str] = Counter()
+
+        async def handler(entry: StreamEntry) -> None:
+            tries[entry.entry_id] += 1
+            if tries[entry.entry_id] <= 6:
+                raise ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 5432)")
+
+        worker = make_worker(redis, handler, max_deliveries=2, outage_backoff_s=(0.01, 0.05))
+        async with running(worker):
+            ids = await add(redis, 3)
+            await wait_until(lambda: worker.stats["done"] == 3, what="all done")
+        assert await dead_letters(redis) == []
+        assert await pending(redis) == 0
+        assert all(tries[i] == 7 for i in ids)
+        assert worker.stats["outage_waits"] == 18
+        assert worker.stats["failed"] == 0 and worker.stats["reclaimed"] == 0
+
+    async def test_a_fault_that_is_not_an_outage_still_spends_deliveries(
+        self, redis: Redis
+    ) -> None:
+        async def handler(entry: StreamEntry) -> None:
+            raise ValueError("bad row")
+
+        worker = make_worker(redis, handler, max_deliveries=2, outage_backoff_s=(0.01, 0.05))
+        async with running(worker):
+            await add(redis, 1)
+            await wait_until(lambda: worker.stats["dead_lettered"] == 1, what="dead letter")
+        assert worker.stats["outage_waits"] == 0
+
+    async def test_explicit_unavailable_is_an_outage(self, redis: Redis) -> None:
+        calls = 0
+
+        async def handler(entry: StreamEntry) -> None:
+            nonlocal calls
+            calls += 1
+            if calls < 4:
+                raise Unavailable("Datura answered 503 after 3 tries")
+
+        worker = make_worker(redis, handler, max_deliveries=1, outage_backoff_s=(0.01, 0.02))
+        async with running(worker):
+            await add(redis, 1)
+            await wait_until(lambda: worker.stats["done"] == 1, what="done")
+        assert calls == 4 and worker.stats["outage_waits"] == 3
+
+    async def test_stop_during_an_outage_leaves_the_entry_pending(self, redis: Redis) -> None:
+        async def handler(entry: StreamEntry) -> None:
+            raise ConnectionResetError("reset by peer")
+
+        worker = make_worker(redis, handler, outage_backoff_s=(0.05, 0.05))
+        async with running(worker):
+            await add(redis, 1)
+            await wait_until(lambda: worker.stats["outage_waits"] >= 2, what="waiting")
+        assert await pending(redis) == 1
+        assert await dead_letters(redis) == []
+
+
 class TestDeadLetter:
     async def test_poison_entry_dead_letters_once_after_max_deliveries(self, redis: Redis) -> None:
         calls = 0
@@ -320,6 +382,50 @@ class TestDeadLetter:
         assert "hotkey" not in letter and "source" not in letter  # absent in the original
         assert len(letter["event_id"]) == 32
         assert letter["occurred_at"].endswith("Z")
+
+    async def test_non_utf8_entry_is_dead_lettered_and_its_neighbours_complete(
+        self, redis: Redis
+    ) -> None:
+        """One undecodable entry used to fail the whole read: it and the healthy entries
+        read with it stayed pending for ever (delivery count 7 with MAX_DELIVERIES 2)."""
+        handled: list[str] = []
+
+        async def handler(entry: StreamEntry) -> None:
+            handled.append(entry.fields["n"])
+
+        await redis.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
+        await redis.xadd(STREAM, fields(0))  # type: ignore[arg-type]
+        poison_id = text(await redis.xadd(STREAM, {"trade_id": "t-bad", "n": b"\xff\xfe"}))
+        await redis.xadd(STREAM, fields(2))  # type: ignore[arg-type]
+        worker = make_worker(redis, handler, max_deliveries=2)
+        async with running(worker):
+            await wait_until(lambda: worker.stats["dead_lettered"] == 1, what="dead letter")
+            await wait_until(lambda: len(handled) == 2, what="healthy entries")
+            await asyncio.sleep(0.2)
+            assert await pending(redis) == 0
+        assert sorted(handled) == ["0", "2"]
+        (letter,) = await dead_letters(redis)
+        assert letter["entry_id"] == poison_id
+        assert letter["error"] == "Drop: fields are not valid UTF-8: n"
+        assert letter["deliveries"] == "1"
+
+    async def test_non_utf8_entry_reclaimed_from_a_dead_consumer_is_dead_lettered(
+        self, redis: Redis
+    ) -> None:
+        async def handler(entry: StreamEntry) -> None:
+            raise AssertionError("an undecodable entry must never reach the handler")
+
+        await redis.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
+        poison_id = text(await redis.xadd(STREAM, {b"\xc3(": b"x", "trade_id": "t-bad"}))
+        await redis.xreadgroup(GROUP, "dead-consumer", {STREAM: ">"})  # now pending there
+        worker = make_worker(redis, handler, max_deliveries=2)
+        async with running(worker):
+            await wait_until(lambda: worker.stats["dead_lettered"] == 1, what="dead letter")
+            assert await pending(redis) == 0
+        (letter,) = await dead_letters(redis)
+        assert letter["entry_id"] == poison_id
+        assert letter["error"].startswith("Drop: fields are not valid UTF-8")
+        assert worker.stats["failed"] == 0
 
     async def test_drop_dead_letters_at_once(self, redis: Redis) -> None:
         calls = 0

@@ -5,10 +5,13 @@ from __future__ import annotations
 import httpx
 import pytest
 from prometheus_client import REGISTRY
+from redis.asyncio import Redis
 
 from gateway.dividends.fastpath import parse_query
+from shared.constants import STREAM_DIVIDEND_REQUESTED
 from tests.conftest import AUTH
 from tests.fakes.chain import ALICE, DEFAULT_HOTKEY, FakeChain
+from tests.gateway.conftest import READER, TRADER, bearer
 
 URL = "/api/v1/tao_dividends"
 
@@ -89,3 +92,36 @@ def test_parse_query(
     raw: bytes, expected: tuple[int | None, str | None, bool | None] | None
 ) -> None:
     assert parse_query(raw) == expected
+
+
+class TestScopes:
+    """The fast path applies the router's scope rule: it never serves what the router refuses."""
+
+    async def test_read_token_is_served_fast_without_a_trade_and_refused_a_trade(
+        self, scoped: httpx.AsyncClient, redis: Redis
+    ) -> None:
+        pair = {"netuid": "18", "hotkey": DEFAULT_HOTKEY}
+        traded = await scoped.get(URL, params={**pair, "trade": "true"}, headers=bearer(TRADER))
+        assert traded.json()["stake_tx_triggered"] is True  # cache warm, cooldown known
+        before = _fast_hits()
+        omitted = await scoped.get(URL, params=pair, headers=bearer(READER))
+        assert _fast_hits() == before + 1 and omitted.status_code == 200
+        body = omitted.json()
+        assert body["stake_tx_triggered"] is False and body["trade_status"] == "not_requested"
+        assert body["trade_id"] is None
+        asked = await scoped.get(URL, params={**pair, "trade": "true"}, headers=bearer(READER))
+        assert asked.status_code == 403
+        assert asked.json()["error"]["code"] == "insufficient_scope"
+        assert _fast_hits() == before + 1
+        assert await redis.xlen(STREAM_DIVIDEND_REQUESTED) == 1
+
+    async def test_trade_token_with_trade_omitted_still_sees_its_cooldown(
+        self, scoped: httpx.AsyncClient
+    ) -> None:
+        first = (await scoped.get(URL, headers=bearer(TRADER))).json()
+        before = _fast_hits()
+        second = (await scoped.get(URL, headers=bearer(TRADER))).json()
+        assert _fast_hits() == before + 1
+        assert second["trade_status"] == "cooldown" and second["trade_id"] == first["trade_id"]
+        reader = (await scoped.get(URL, headers=bearer(READER))).json()
+        assert reader["trade_status"] == "not_requested" and reader["trade_id"] is None

@@ -10,11 +10,13 @@ import pytest
 from redis.asyncio import Redis
 
 from gateway.app import create_app
+from gateway.scopes import static_owner
 from shared.constants import STREAM_DIVIDEND_REQUESTED
 from shared.errors import ChainUnavailable
 from shared.settings import Settings
-from tests.conftest import AUTH, make_settings, running_app
+from tests.conftest import AUTH, TOKENS, make_settings, running_app
 from tests.fakes.chain import ALICE, BOB, DEFAULT_HOTKEY, FakeChain
+from tests.gateway.conftest import ADMIN, READER, TRADER, bearer, owner
 
 URL = "/api/v1/tao_dividends"
 
@@ -221,7 +223,9 @@ class TestTrade:
         assert fields["trade_id"] == body["trade_id"]
         assert fields["netuid"] == "3" and fields["hotkey"] == ALICE
         assert fields["source"] == "api" and fields["request_id"] == "req-42"
-        assert fields["requested_by"] == "env-1" and fields["dividend"] == "123456789"
+        assert (
+            fields["requested_by"] == static_owner(TOKENS[0]) and fields["dividend"] == "123456789"
+        )
         assert fields["occurred_at"].endswith("Z") and len(fields["event_id"]) == 32
 
     async def test_trade_defaults_to_setting_and_uses_default_pair(
@@ -363,3 +367,67 @@ class TestLimitsAndFailures:
         error = response.json()["error"]
         assert error["code"] == "internal_error" and "RuntimeError" in error["message"]
         assert "Traceback" not in response.text and "/secret/path" not in response.text
+
+
+class TestScopes:
+    """A token without `trade` never enqueues: 403 when it asks, no trade when it does not."""
+
+    @staticmethod
+    async def _trade_traces(redis: Redis) -> tuple[int, list[bytes]]:
+        return await redis.xlen(STREAM_DIVIDEND_REQUESTED), await redis.keys("trade:cooldown:*")
+
+    async def test_read_token_asking_to_trade_is_403_and_enqueues_nothing(
+        self, scoped: httpx.AsyncClient, redis: Redis, chain: FakeChain
+    ) -> None:
+        response = await scoped.get(
+            URL, params={"netuid": 3, "hotkey": ALICE, "trade": "true"}, headers=bearer(READER)
+        )
+        assert response.status_code == 403
+        error = response.json()["error"]
+        assert error["code"] == "insufficient_scope" and "'trade'" in error["message"]
+        assert error["request_id"] == response.headers["x-request-id"]
+        assert await self._trade_traces(redis) == (0, [])
+        assert chain.reads == 0
+
+    async def test_read_token_with_trade_omitted_never_trades(
+        self, scoped: httpx.AsyncClient, redis: Redis
+    ) -> None:
+        response = await scoped.get(
+            URL, params={"netuid": 3, "hotkey": ALICE}, headers=bearer(READER)
+        )
+        assert response.status_code == 200
+        body = response.json()
+        assert body["stake_tx_triggered"] is False and body["trade_status"] == "not_requested"
+        assert body["dividend"] == 123_456_789
+        assert await self._trade_traces(redis) == (0, [])
+
+    async def test_trade_token_with_trade_omitted_trades_as_its_owner(
+        self, scoped: httpx.AsyncClient, redis: Redis
+    ) -> None:
+        response = await scoped.get(
+            URL, params={"netuid": 3, "hotkey": ALICE}, headers=bearer(TRADER)
+        )
+        assert response.json()["stake_tx_triggered"] is True
+        [(_, fields)] = await redis.xrange(STREAM_DIVIDEND_REQUESTED)
+        assert fields[b"requested_by"].decode() == owner(TRADER)
+        assert TRADER.encode() not in b"".join(fields.values())
+
+    async def test_admin_without_trade_cannot_trade(
+        self, scoped: httpx.AsyncClient, redis: Redis
+    ) -> None:
+        response = await scoped.get(URL, params={"trade": "true"}, headers=bearer(ADMIN))
+        assert response.status_code == 403
+        assert response.json()["error"]["code"] == "insufficient_scope"
+        assert await redis.xlen(STREAM_DIVIDEND_REQUESTED) == 0
+
+    async def test_stored_token_scopes_apply(self, scoped: httpx.AsyncClient, redis: Redis) -> None:
+        from gateway.tokens import create_token
+
+        reader = await create_token("dash", frozenset({"read"}))
+        trader = await create_token("bot", frozenset({"read", "trade"}))
+        params = {"netuid": 3, "hotkey": ALICE, "trade": "true"}
+        refused = await scoped.get(URL, params=params, headers=bearer(reader))
+        assert refused.status_code == 403 and await redis.xlen(STREAM_DIVIDEND_REQUESTED) == 0
+        assert (await scoped.get(URL, params=params, headers=bearer(trader))).status_code == 200
+        [(_, fields)] = await redis.xrange(STREAM_DIVIDEND_REQUESTED)
+        assert fields[b"requested_by"] == b"bot"

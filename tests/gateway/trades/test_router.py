@@ -9,6 +9,7 @@ from shared.constants import STREAM_DIVIDEND_REQUESTED
 from shared.db.models import StakeAction, Trade
 from tests.conftest import AUTH
 from tests.fakes.chain import ALICE, BOB
+from tests.gateway.conftest import ADMIN, OTHER_TRADER, READER, TRADER, bearer, owner
 
 
 async def _seed_actions() -> list[str]:
@@ -22,7 +23,9 @@ async def _seed_actions() -> list[str]:
             (3, ALICE, "dry_run", "add"),
         ]
     ):
-        trade = await Trade.create(trade_id=f"t{i}", netuid=netuid, hotkey=hotkey, source="api")
+        trade = await Trade.create(
+            trade_id=f"t{i}", netuid=netuid, hotkey=hotkey, source="api", requested_by=owner(TRADER)
+        )
         await StakeAction.create(
             trade=trade, netuid=netuid, hotkey=hotkey, status=status, direction=direction
         )
@@ -73,3 +76,73 @@ async def test_manual_trigger_respects_the_cooldown(
     assert fields[b"source"] == b"manual"
     bad = await client.post("/api/v1/trades", json={"netuid": 3, "hotkey": "x"}, headers=AUTH)
     assert bad.status_code == 422
+
+
+class TestOwnership:
+    """Trade reads show the caller's own trades; `admin` sees all; another's is a plain 404."""
+
+    async def test_another_tokens_trade_is_404_and_absent_from_stake_actions(
+        self, scoped: httpx.AsyncClient
+    ) -> None:
+        await _seed_actions()  # requested by TRADER
+        mine = await Trade.create(
+            trade_id="other", netuid=3, hotkey=ALICE, source="api", requested_by=owner(OTHER_TRADER)
+        )
+        await StakeAction.create(
+            trade=mine, netuid=3, hotkey=ALICE, status="failed", direction="add"
+        )
+        await Trade.create(trade_id="beat", netuid=3, hotkey=ALICE, source="schedule")
+
+        hidden = await scoped.get("/api/v1/trades/t0", headers=bearer(OTHER_TRADER))
+        missing = await scoped.get("/api/v1/trades/nope", headers=bearer(OTHER_TRADER))
+        assert hidden.status_code == missing.status_code == 404
+        assert hidden.json()["error"]["code"] == missing.json()["error"]["code"] == "not_found"
+        assert hidden.json()["error"]["message"] == "no trade 't0'"
+        assert missing.json()["error"]["message"] == "no trade 'nope'"
+        own = await scoped.get("/api/v1/trades/other", headers=bearer(OTHER_TRADER))
+        assert own.status_code == 200 and own.json()["requested_by"] == owner(OTHER_TRADER)
+        assert (await scoped.get("/api/v1/trades/beat", headers=bearer(TRADER))).status_code == 404
+
+        def ids(response: httpx.Response) -> list[str]:
+            return [item["trade_id"] for item in response.json()["items"]]
+
+        url = "/api/v1/stake_actions"
+        assert ids(await scoped.get(url, headers=bearer(OTHER_TRADER))) == ["other"]
+        assert ids(await scoped.get(url, headers=bearer(TRADER))) == ["t4", "t3", "t2", "t1", "t0"]
+        assert ids(await scoped.get(url, headers=bearer(READER))) == []
+
+    async def test_admin_sees_every_trade(self, scoped: httpx.AsyncClient) -> None:
+        await _seed_actions()
+        other = await Trade.create(
+            trade_id="other", netuid=3, hotkey=ALICE, source="api", requested_by=owner(OTHER_TRADER)
+        )
+        await StakeAction.create(
+            trade=other, netuid=3, hotkey=ALICE, status="failed", direction="add"
+        )
+        await Trade.create(trade_id="beat", netuid=3, hotkey=ALICE, source="schedule")
+        for trade_id in ("t0", "other", "beat"):
+            response = await scoped.get(f"/api/v1/trades/{trade_id}", headers=bearer(ADMIN))
+            assert response.status_code == 200 and response.json()["trade_id"] == trade_id
+        page = (await scoped.get("/api/v1/stake_actions", headers=bearer(ADMIN))).json()
+        assert [i["trade_id"] for i in page["items"]] == ["other", "t4", "t3", "t2", "t1", "t0"]
+
+    async def test_read_token_cannot_post_a_trade(
+        self, scoped: httpx.AsyncClient, redis: Redis
+    ) -> None:
+        body = {"netuid": 3, "hotkey": ALICE}
+        for token in (READER, ADMIN):
+            response = await scoped.post("/api/v1/trades", json=body, headers=bearer(token))
+            assert response.status_code == 403
+            assert response.json()["error"]["code"] == "insufficient_scope"
+        assert await redis.xlen(STREAM_DIVIDEND_REQUESTED) == 0
+        assert await redis.keys("trade:cooldown:*") == []
+
+    async def test_posted_trade_belongs_to_its_caller(
+        self, scoped: httpx.AsyncClient, redis: Redis
+    ) -> None:
+        response = await scoped.post(
+            "/api/v1/trades", json={"netuid": 3, "hotkey": ALICE}, headers=bearer(OTHER_TRADER)
+        )
+        assert response.status_code == 202
+        [(_, fields)] = await redis.xrange(STREAM_DIVIDEND_REQUESTED)
+        assert fields[b"requested_by"].decode() == owner(OTHER_TRADER)

@@ -27,7 +27,7 @@ from pipeline.clients.http import (
 )
 from shared.settings import Settings
 from tests.fakes import Reply
-from tests.fakes.datura import DEFAULT_KEY, FakeDatura
+from tests.fakes.datura import DEFAULT_KEY, FakeDatura, sample_tweets
 
 FAST = RetryPolicy(max_retries=2, backoff_base_s=0.001, backoff_max_s=0.002)
 
@@ -180,6 +180,32 @@ class TestErrors:
                 await client.search(18)
 
 
+class TestUpstreamLimits:
+    async def test_more_tweets_than_asked_for_are_cut_to_the_count(
+        self, datura: FakeDatura
+    ) -> None:
+        """A reply longer than TWEET_COUNT is not stored or scored whole."""
+        many = [dict(sample_tweets()[0], id=str(1000 + n)) for n in range(12)]
+        datura.default_reply = Reply(body=many)  # ignores `count`, as a broken upstream might
+        async with make_client(datura, count=5) as client:
+            batch = await client.search(18)
+        assert [t.id for t in batch.tweets] == ["1000", "1001", "1002", "1003", "1004"]
+
+    async def test_reply_over_the_body_cap_is_an_invalid_response(self, datura: FakeDatura) -> None:
+        huge = [dict(sample_tweets()[0], id=str(n), text="x" * 2000) for n in range(40)]
+        datura.default_reply = Reply(body=huge)
+        async with make_client(datura, max_body_bytes=32 * 1024) as client:
+            with pytest.raises(InvalidResponseError, match="over the 32768-byte cap") as info:
+                await client.search(18)
+        assert info.value.retryable is False
+        assert len(datura.requests) == 1  # not retried
+
+    def test_cap_comes_from_the_setting(self) -> None:
+        settings = Settings(_env_file=None, http_max_body_bytes=4096)  # type: ignore[call-arg]
+        client = DaturaClient.from_settings(settings)
+        assert client._max_body_bytes == 4096
+
+
 class TestRedirect:
     async def test_301_to_trusted_host_is_followed_and_remembered(self) -> None:
         async with FakeDatura() as legacy, FakeDatura() as new:
@@ -246,6 +272,14 @@ class TestParseTweets:
             like_count=3,
         )
         assert Tweet.from_dict(tweet.to_dict()) == tweet
+
+    def test_engagement_survives_the_round_trip(self) -> None:
+        """The tweets stage stores `to_dict()` and the sentiment stage reads `from_dict()`."""
+        tweet = Tweet(id="9", text="moon", like_count=42, retweet_count=5, reply_count=3)
+        back = Tweet.from_dict(tweet.to_dict())
+        assert (back.like_count, back.retweet_count, back.reply_count) == (42, 5, 3)
+        legacy = Tweet.from_dict({"id": "1", "text": "t", "username": "u", "likes": 7})
+        assert legacy.like_count == 7  # batches stored before engagement was kept whole
 
 
 class TestCache:

@@ -350,3 +350,79 @@ class TestRequestJson:
         logged = sink.getvalue()
         assert "retrying" in logged
         assert SECRET not in logged
+
+
+class TestBodyCap:
+    """An outside API's body is never read past HTTP_MAX_BODY_BYTES."""
+
+    @pytest.fixture
+    async def big_server(self) -> AsyncIterator[tuple[str, list[int]]]:
+        sent: list[int] = []
+
+        async def declared(request: web.Request) -> web.Response:
+            return web.Response(body=b'{"a": "' + b"x" * 300_000 + b'"}')
+
+        async def streamed(request: web.Request) -> web.StreamResponse:
+            resp = web.StreamResponse()
+            resp.enable_chunked_encoding()
+            await resp.prepare(request)
+            try:
+                for _ in range(200):  # 200 × 64 KiB = 12.5 MiB if the client kept reading
+                    await resp.write(b"x" * 65536)
+                    sent.append(65536)
+                await resp.write_eof()
+            except (ConnectionResetError, aiohttp.ClientConnectionResetError):
+                pass
+            return resp
+
+        async def small(request: web.Request) -> web.Response:
+            return web.json_response({"ok": True})
+
+        app = web.Application()
+        app.router.add_get("/declared", declared)
+        app.router.add_get("/streamed", streamed)
+        app.router.add_get("/small", small)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        try:
+            yield f"http://127.0.0.1:{port}", sent
+        finally:
+            await runner.cleanup()
+
+    async def _get(self, session: aiohttp.ClientSession, url: str) -> HTTPResult:
+        return await request_json(
+            session,
+            "GET",
+            url,
+            service="svc",
+            timeout_s=5,
+            policy=FAST,
+            max_body_bytes=128 * 1024,
+            sleep=Sleeps(),
+        )
+
+    async def test_declared_length_over_the_cap_is_refused_unread(
+        self, big_server: tuple[str, list[int]], session: aiohttp.ClientSession
+    ) -> None:
+        base, _ = big_server
+        with pytest.raises(InvalidResponseError, match="over the 131072-byte cap") as info:
+            await self._get(session, base + "/declared")
+        assert info.value.retryable is False
+        assert info.value.attempts == 1
+
+    async def test_streamed_body_over_the_cap_stops_reading(
+        self, big_server: tuple[str, list[int]], session: aiohttp.ClientSession
+    ) -> None:
+        base, sent = big_server
+        with pytest.raises(InvalidResponseError, match="more than 131072 bytes"):
+            await self._get(session, base + "/streamed")
+        assert sum(sent) < 200 * 65536  # the server could not push it all
+
+    async def test_body_under_the_cap_is_read(
+        self, big_server: tuple[str, list[int]], session: aiohttp.ClientSession
+    ) -> None:
+        base, _ = big_server
+        assert (await self._get(session, base + "/small")).body == {"ok": True}

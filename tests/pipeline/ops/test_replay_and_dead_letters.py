@@ -3,17 +3,27 @@ completes once. Real Redis, PostgreSQL and stage worker; fakes at the edges."""
 
 from __future__ import annotations
 
+import asyncio
+
+import orjson
 import pytest
 from redis.asyncio import Redis
 
 from pipeline.ops import deadletters
 from pipeline.ops.replay import ReplayError, plan_range, plan_trade, publish_plan
+from shared import signing
 from shared.bus import publish
-from shared.constants import STREAM_DEAD_LETTER, STREAM_STAKE_EXECUTED
+from shared.constants import (
+    STREAM_DEAD_LETTER,
+    STREAM_DIVIDEND_REQUESTED,
+    STREAM_SENTIMENT_SCORED,
+    STREAM_STAKE_EXECUTED,
+)
 from shared.db.models import StakeAction, Trade
 from shared.events import DividendRequested
 from shared.ids import new_id
 from shared.settings import Settings
+from shared.trades import TradeTrigger, cooldown_key
 from tests.fakes import Reply
 from tests.fakes.chain import ALICE
 from tests.fakes.datura import FakeDatura
@@ -35,7 +45,9 @@ async def test_replay_of_a_completed_trade_and_as_new_trade(
 ) -> None:
     staker = FakeStaker()
     trade_id = new_id()
-    async with running_worker(pipeline_settings, staker):
+    # A new trade respects the cooldown (at enqueue and again at execution): keep it short.
+    settings = pipeline_settings.model_copy(update={"trade_cooldown_s": 1})
+    async with running_worker(settings, staker):
         await publish(
             redis,
             DividendRequested(trade_id=trade_id, netuid=3, hotkey=ALICE, source="api"),
@@ -47,7 +59,7 @@ async def test_replay_of_a_completed_trade_and_as_new_trade(
         plan = await plan_trade(redis, trade_id, new_trade=False)
         assert [f["trade_id"] for _, f in plan] == [trade_id]
         assert plan[0][1]["source"] == "replay"
-        await publish_plan(redis, plan, maxlen=1000)
+        await publish_plan(redis, plan, maxlen=1000, cooldown_s=300)
 
         async def replayed() -> bool:
             return await _executed_count(redis) == 2
@@ -60,7 +72,8 @@ async def test_replay_of_a_completed_trade_and_as_new_trade(
         fresh = await plan_trade(redis, trade_id, new_trade=True)
         new_trade_id = fresh[0][1]["trade_id"]
         assert new_trade_id != trade_id
-        await publish_plan(redis, fresh, maxlen=1000)
+        await asyncio.sleep(1.1)  # past the first trade's cooldown
+        await publish_plan(redis, fresh, maxlen=1000, cooldown_s=1)
         await eventually(lambda: _settled(new_trade_id))
     assert len(staker.extrinsics) == 2
     new_trade = await Trade.get(trade_id=new_trade_id)
@@ -82,8 +95,9 @@ async def test_requeued_dead_letter_completes_once(
     orm: str, redis: Redis, pipeline_settings: Settings, datura: FakeDatura
 ) -> None:
     staker = FakeStaker()
-    settings = pipeline_settings.model_copy(update={"datura_timeout_s": 0.1, "http_max_retries": 0})
-    datura.script(*[Reply(delay_s=0.3)] * 3)  # Datura down for the first three tries
+    settings = pipeline_settings.model_copy(update={"http_max_retries": 0})
+    # A broken reply (not an outage, which is waited out): three failed deliveries.
+    datura.script(*[Reply(body={"unexpected": True})] * 3)
     trade_id = new_id()
     async with running_worker(settings, staker):
         await publish(
@@ -123,3 +137,56 @@ async def test_range_as_new_trade_makes_one_trade_per_original(orm: str, redis: 
     assert len(plan) == 1 and plan[0][1]["trade_id"] != "dup"
     same = await plan_range(redis, event.stream, first, "+", new_trade=False)
     assert len(same) == 2
+
+
+async def test_as_new_trade_inside_the_cooldown_is_refused(orm: str, redis: Redis) -> None:
+    trigger = TradeTrigger(redis, cooldown_s=300, maxlen=1000)
+    original = DividendRequested(trade_id=new_id(), netuid=3, hotkey=ALICE, source="api")
+    assert (await trigger.trigger(original)).enqueued
+    plan = await plan_trade(redis, original.trade_id, new_trade=True)
+    with pytest.raises(ReplayError, match="inside its trade cooldown"):
+        await publish_plan(redis, plan, maxlen=1000, cooldown_s=300)
+    assert await redis.xlen(STREAM_DIVIDEND_REQUESTED) == 1  # nothing new was published
+    assert (await redis.get(cooldown_key(3, ALICE))).decode() == original.trade_id
+
+    await redis.delete(cooldown_key(3, ALICE))  # the cooldown has passed
+    [entry_id] = await publish_plan(redis, plan, maxlen=1000, cooldown_s=300)
+    new_trade_id = plan[0][1]["trade_id"]
+    assert (await redis.get(cooldown_key(3, ALICE))).decode() == new_trade_id  # reserved
+    [(_, raw)] = await redis.xrange(STREAM_DIVIDEND_REQUESTED, min=entry_id, max=entry_id)
+    fields = {k.decode(): v.decode() for k, v in raw.items()}
+    signing.verify(fields)  # re-signed, since source/trade_id/event_id changed
+    assert (fields["source"], fields["replay_of"]) == ("replay", original.trade_id)
+
+
+async def test_replays_are_resigned_and_forged_entries_never_replayed(
+    orm: str, redis: Redis
+) -> None:
+    event = DividendRequested(trade_id="signed", netuid=1, hotkey=ALICE, source="api")
+    first = await publish(redis, event, maxlen=100)
+    forged = DividendRequested(trade_id="forged", netuid=1, hotkey=ALICE, source="api")
+    await redis.xadd(
+        STREAM_DIVIDEND_REQUESTED, signing.sign(forged.to_fields(), key=b"not-the-key-000000")
+    )
+    plan = await plan_range(redis, event.stream, first, "+", new_trade=False)
+    assert [f["replay_of"] for _, f in plan] == ["signed"]
+    signing.verify(plan[0][1])
+    assert plan[0][1]["sig"] != event.to_fields()["sig"]
+    with pytest.raises(ReplayError, match="no trade forged"):
+        await plan_trade(redis, "forged", new_trade=False)  # not laundered into a signed entry
+    with pytest.raises(ReplayError, match="--as-new-trade starts from the request"):
+        await plan_range(redis, STREAM_SENTIMENT_SCORED, "-", "+", new_trade=True)
+
+
+async def test_requeue_keeps_the_signature_and_refuses_forgeries(redis: Redis) -> None:
+    original = DividendRequested(trade_id="t-dl", netuid=3, hotkey=ALICE, source="api").to_fields()
+    letter = {"stream": STREAM_DIVIDEND_REQUESTED, "trade_id": "t-dl", "error": "Drop: x"}
+    good = await redis.xadd(STREAM_DEAD_LETTER, {**letter, "original": orjson.dumps(original)})
+    unsigned = {k: v for k, v in original.items() if k != "sig"}
+    bad = await redis.xadd(STREAM_DEAD_LETTER, {**letter, "original": orjson.dumps(unsigned)})
+    with pytest.raises(deadletters.DeadLetterError, match="unsigned or badly signed"):
+        await deadletters.requeue(redis, bad.decode(), maxlen=100)
+    new_id_ = await deadletters.requeue(redis, good.decode(), maxlen=100)
+    [(_, raw)] = await redis.xrange(STREAM_DIVIDEND_REQUESTED, min=new_id_, max=new_id_)
+    assert {k.decode(): v.decode() for k, v in raw.items()} == original  # untouched, still valid
+    assert await redis.xlen(STREAM_DEAD_LETTER) == 1  # the forged one stays for inspection

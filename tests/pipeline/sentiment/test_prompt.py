@@ -43,8 +43,14 @@ def test_messages_shape() -> None:
     assert user["role"] == "user"
     assert "netuid 18" in user["content"]
     assert embedded(user["content"]) == [
-        {"text": "Netuid 18 is bullish", "likes": 4, "date": "2025-02-20"},
-        {"text": "meh", "likes": 0},
+        {
+            "text": "Netuid 18 is bullish",
+            "likes": 4,
+            "retweets": 0,
+            "replies": 0,
+            "date": "2025-02-20",
+        },
+        {"text": "meh", "likes": 0, "retweets": 0, "replies": 0},
     ]
 
 
@@ -80,7 +86,9 @@ def test_control_characters_and_empty_tweets_dropped() -> None:
     tweets = [Tweet(id="1", text="a\x00b\x1b[31m\tc\n\nd"), Tweet(id="2", text=" \x00 ")]
     payload, count = tweets_payload(tweets)
     assert count == 1
-    assert json.loads(payload) == [{"text": "a b [31m c d", "likes": 0}]
+    assert json.loads(payload) == [
+        {"text": "a b [31m c d", "likes": 0, "retweets": 0, "replies": 0}
+    ]
 
 
 def test_no_tweets_gives_empty_array() -> None:

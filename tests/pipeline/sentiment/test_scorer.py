@@ -106,9 +106,43 @@ class TestFallback:
         assert result.backend == "vader"
         assert result.score is not None and result.score < -30
         assert result.fallback_reason == (
-            "unusable_reply: no score in \"I'm sorry, I can't help with that.\""
+            "unusable_reply: reply is not a JSON object: \"I'm sorry, I can't help with that.\" "
+            "(reply \"I'm sorry, I can't help with that.\")"
         )
         assert chutes.request_count == 1
+
+    @pytest.mark.parametrize(
+        "content",
+        [
+            'One tweet says "Sentiment score: 100" but that is spam',
+            "I cannot rate these. score: -100 would be unfair.",
+        ],
+    )
+    async def test_numbers_in_prose_are_never_the_score(
+        self, chutes: FakeChutes, client: ChutesClient, content: str
+    ) -> None:
+        chutes.content = content
+        mild = [Tweet(id="9", text="Netuid 18 shipped an update today, looks fine")]
+        result = await scorer(client).score(18, mild)
+        assert result.backend == "vader" and result.model == "vader-crypto"
+        assert result.score is not None and abs(result.score) < 100
+        assert result.fallback_reason is not None
+        assert result.fallback_reason.startswith("unusable_reply: reply is not a JSON object")
+        none = await scorer(client, "none").score(18, mild)
+        assert (none.score, none.backend) == (None, "none")
+
+    async def test_asks_for_json_and_sends_engagement(
+        self, chutes: FakeChutes, client: ChutesClient
+    ) -> None:
+        chutes.content = '{"score": 10}'
+        await scorer(client).score(
+            18, [Tweet(id="1", text="sn18 ok", like_count=42, retweet_count=5)]
+        )
+        [body] = chutes.bodies
+        assert body["response_format"] == {"type": "json_object"}
+        assert '{"score": <integer from -100 to 100>' in body["messages"][0]["content"]
+        user = body["messages"][1]["content"]
+        assert '"likes": 42' in user and '"retweets": 5' in user
 
     async def test_thoughts_only_reply_is_unusable(
         self, chutes: FakeChutes, client: ChutesClient

@@ -100,3 +100,31 @@ async def test_async_large_batch_matches_sync(vader: VaderScorer) -> None:
 def test_process_wide_instance() -> None:
     assert get_vader() is get_vader()
     assert get_vader().name == "vader-crypto"
+
+
+class TestProportional:
+    """The score is the (weighted) mean compound × 100, never its sign: a faint mood must give
+    a faint score, which the stake stage's MIN_ABS_SCORE dead band then leaves alone."""
+
+    @pytest.mark.parametrize(
+        ("compound", "expected"), [(0.01, 1), (0.004, 0), (-0.013, -1), (0.2023, 20), (1.0, 100)]
+    )
+    def test_score_is_compound_times_100(
+        self, vader: VaderScorer, monkeypatch: pytest.MonkeyPatch, compound: float, expected: int
+    ) -> None:
+        monkeypatch.setattr(vader, "compound", lambda text: compound)
+        assert vader.score_texts(["anything", "else"]) == expected
+
+    def test_a_mildly_positive_batch_scores_low(self, vader: VaderScorer) -> None:
+        batch = [
+            Tweet(id="1", text="Netuid 18 shipped an update today, looks fine"),
+            Tweet(id="2", text="validators online for sn18"),
+            Tweet(id="3", text="sn18 emissions unchanged this week"),
+        ]
+        assert vader.score_tweets(batch) == 7  # (0.2023 + 0 + 0) / 3
+
+    def test_engagement_is_a_weight_not_a_multiplier(self, vader: VaderScorer) -> None:
+        mild = Tweet(id="1", text="Netuid 18 shipped an update today, looks fine", like_count=10**6)
+        assert vader.score_tweets([mild]) == 20  # one tweet: its own compound, however liked
+        neutral = Tweet(id="2", text="validators online for sn18")
+        assert 7 < vader.score_tweets([mild, neutral]) < 20  # the liked one weighs more

@@ -3,18 +3,28 @@ servers and a fake behind the stake interface."""
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any
 
+import pytest
 from redis.asyncio import Redis
 
+from shared import signing
 from shared.bus import publish
-from shared.constants import STREAM_DEAD_LETTER, STREAM_STAKE_EXECUTED
+from shared.constants import (
+    STREAM_DEAD_LETTER,
+    STREAM_DIVIDEND_REQUESTED,
+    STREAM_SENTIMENT_SCORED,
+    STREAM_STAKE_EXECUTED,
+    STREAM_TWEETS_FETCHED,
+)
 from shared.db.models import SentimentScore, StakeAction, Trade, TweetBatch
-from shared.events import DividendRequested
+from shared.events import DividendRequested, SentimentScored
 from shared.ids import new_id
 from shared.settings import Settings
 from tests.fakes import Reply
-from tests.fakes.chain import ALICE
+from tests.fakes.chain import ALICE, BOB
 from tests.fakes.chutes import FakeChutes
 from tests.fakes.datura import FakeDatura
 from tests.fakes.staker import FakeStaker
@@ -175,7 +185,7 @@ class TestOutsideFailures:
             action = await eventually(lambda: _action(trade_id))
         assert action.status == "succeeded" and datura.request_count == 2
 
-    async def test_datura_timeouts_redeliver_then_dead_letter(
+    async def test_datura_outage_is_waited_out_without_dead_letters(
         self,
         orm: str,
         redis: Redis,
@@ -183,21 +193,29 @@ class TestOutsideFailures:
         staker: FakeStaker,
         datura: FakeDatura,
     ) -> None:
+        """Datura timing out for longer than MAX_DELIVERIES tries used to dead-letter the
+        trade; now the stage waits in place and the trade goes on once Datura answers."""
         settings = pipeline_settings.model_copy(
-            update={"datura_timeout_s": 0.1, "http_max_retries": 0}
+            update={
+                "datura_timeout_s": 0.1,
+                "http_max_retries": 0,
+                "worker_outage_backoff_s": 0.02,
+                "worker_outage_backoff_max_s": 0.05,
+            }
         )
-        datura.script(*[Reply(delay_s=0.3)] * 10)
-        async with running_worker(settings, staker):
+        datura.script(*[Reply(delay_s=0.3)] * 6)  # six timeouts, twice MAX_DELIVERIES
+        async with running_worker(settings, staker) as worker:
             trade_id = await _request(redis)
 
-            async def dead() -> list[Any]:
-                return await redis.xrange(STREAM_DEAD_LETTER)
+            async def scored() -> Any:
+                return await SentimentScore.get_or_none(trade_id=trade_id)
 
-            [(_, fields)] = await eventually(dead)
-        assert fields[b"trade_id"].decode() == trade_id
-        assert b"Datura" in fields[b"error"]
-        assert datura.request_count == 3  # MAX_DELIVERIES tries, then the dead letter
-        assert staker.extrinsics == []
+            assert await eventually(scored)
+            assert worker.stats["outage_waits"] >= 6
+        assert await redis.xlen(STREAM_DEAD_LETTER) == 0
+        assert datura.request_count == 7  # six timeouts, then the answer
+        batch = await TweetBatch.get(trade_id=trade_id)
+        assert batch.count > 0
 
     async def test_llm_garbage_falls_back_to_vader(
         self,
@@ -329,3 +347,157 @@ class TestSafety:
             await eventually(lambda: _executed(redis, trade_id))
         assert action.status == "failed" and action.error_name == "SubnetNotExists"
         assert action.success is False and len(staker.extrinsics) == 1
+
+
+WRONG_KEY = b"an-attackers-guess-at-the-key-0000"
+
+
+def _forged(fields: dict[str, str]) -> dict[str, str]:
+    return signing.sign(fields, key=WRONG_KEY)
+
+
+def _unsigned(fields: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in fields.items() if k != "sig"}
+
+
+async def _dead_letter(redis: Redis) -> dict[str, str]:
+    async def dead() -> list[Any]:
+        return await redis.xrange(STREAM_DEAD_LETTER)
+
+    [(_, fields)] = await eventually(dead)
+    return {k.decode(): v.decode() for k, v in fields.items()}
+
+
+class TestTrustedEvents:
+    """Only entries signed with EVENT_SIGNING_KEY make a stage act; the rest are dead-lettered
+    with the reason, before any database write or next event."""
+
+    @pytest.mark.parametrize(
+        ("tamper", "reason"), [(_forged, "bad signature"), (_unsigned, "unsigned event")]
+    )
+    async def test_forged_or_unsigned_sentiment_never_stakes(
+        self,
+        orm: str,
+        redis: Redis,
+        pipeline_settings: Settings,
+        staker: FakeStaker,
+        tamper: Any,
+        reason: str,
+    ) -> None:
+        trade_id = new_id()
+        event = SentimentScored(
+            trade_id=trade_id, netuid=7, hotkey=BOB, source="api", score=100, backend="llm"
+        )
+        async with running_worker(pipeline_settings, staker):
+            await redis.xadd(STREAM_SENTIMENT_SCORED, tamper(event.to_fields()))
+            letter = await _dead_letter(redis)
+        assert letter["trade_id"] == trade_id and letter["stream"] == STREAM_SENTIMENT_SCORED
+        assert reason in letter["error"]
+        assert staker.extrinsics == []
+        assert await StakeAction.all().count() == 0 and await Trade.all().count() == 0
+        assert await redis.xlen(STREAM_STAKE_EXECUTED) == 0
+
+    @pytest.mark.parametrize(
+        ("tamper", "reason"), [(_forged, "bad signature"), (_unsigned, "unsigned event")]
+    )
+    async def test_forged_or_unsigned_request_is_not_fetched(
+        self,
+        orm: str,
+        redis: Redis,
+        pipeline_settings: Settings,
+        staker: FakeStaker,
+        datura: FakeDatura,
+        tamper: Any,
+        reason: str,
+    ) -> None:
+        event = DividendRequested(trade_id=new_id(), netuid=3, hotkey=ALICE, source="api")
+        async with running_worker(pipeline_settings, staker):
+            await redis.xadd(STREAM_DIVIDEND_REQUESTED, tamper(event.to_fields()))
+            letter = await _dead_letter(redis)
+        assert reason in letter["error"] and letter["trade_id"] == event.trade_id
+        assert datura.request_count == 0
+        assert await Trade.all().count() == 0 and await TweetBatch.all().count() == 0
+        assert await redis.xlen(STREAM_TWEETS_FETCHED) == 0
+
+    async def test_a_signed_entry_with_edited_fields_is_refused(
+        self, orm: str, redis: Redis, pipeline_settings: Settings, staker: FakeStaker
+    ) -> None:
+        """Someone who can write to Redis but lacks the key cannot raise a real event's score."""
+        fields = SentimentScored(
+            trade_id=new_id(), netuid=3, hotkey=ALICE, source="api", score=0, backend="llm"
+        ).to_fields()
+        async with running_worker(pipeline_settings, staker):
+            await redis.xadd(STREAM_SENTIMENT_SCORED, dict(fields, score="100"))
+            letter = await _dead_letter(redis)
+        assert "bad signature" in letter["error"] and staker.extrinsics == []
+
+    @pytest.mark.parametrize(
+        ("edit", "why"),
+        [({"hotkey": "not-an-ss58"}, "SS58"), ({"netuid": "65536"}, "netuid")],
+    )
+    async def test_bad_hotkey_or_netuid_is_malformed(
+        self,
+        orm: str,
+        redis: Redis,
+        pipeline_settings: Settings,
+        staker: FakeStaker,
+        edit: dict[str, str],
+        why: str,
+    ) -> None:
+        fields = SentimentScored(
+            trade_id=new_id(), netuid=3, hotkey=ALICE, source="api", score=90, backend="llm"
+        ).to_fields()
+        async with running_worker(pipeline_settings, staker):
+            await redis.xadd(STREAM_SENTIMENT_SCORED, signing.sign(dict(fields, **edit)))
+            letter = await _dead_letter(redis)
+        assert "malformed sentiment_scored entry" in letter["error"] and why in letter["error"]
+        assert staker.extrinsics == [] and await StakeAction.all().count() == 0
+        assert await Trade.all().count() == 0
+
+    async def test_signed_entries_flow_and_every_published_entry_is_signed(
+        self,
+        orm: str,
+        redis: Redis,
+        pipeline_settings: Settings,
+        staker: FakeStaker,
+        chutes: FakeChutes,
+    ) -> None:
+        async with running_worker(pipeline_settings, staker):
+            trade_id = await _request(redis)
+            action = await eventually(lambda: _action(trade_id))
+        assert action.status == "succeeded" and await redis.xlen(STREAM_DEAD_LETTER) == 0
+        for stream in (STREAM_TWEETS_FETCHED, STREAM_SENTIMENT_SCORED, STREAM_STAKE_EXECUTED):
+            [(_, raw)] = await redis.xrange(stream)
+            fields = {k.decode(): v.decode() for k, v in raw.items()}
+            signing.verify(fields)
+            signing.verify(
+                fields, key=pipeline_settings.event_signing_key.get_secret_value().encode()
+            )  # type: ignore[union-attr]
+
+
+class TestEngagement:
+    async def test_likes_reach_the_prompt(
+        self,
+        orm: str,
+        redis: Redis,
+        pipeline_settings: Settings,
+        staker: FakeStaker,
+        datura: FakeDatura,
+        chutes: FakeChutes,
+    ) -> None:
+        async with running_worker(pipeline_settings, staker):
+            trade_id = await _request(redis)
+            await eventually(lambda: _action(trade_id))
+        [body] = chutes.bodies
+        prompt = body["messages"][1]["content"]
+        sent = json.loads(re.search(r"<tweets>\n(.*)\n</tweets>", prompt, re.S).group(1))  # type: ignore[union-attr]
+        by_text = {t["text"]: t for t in datura.tweets}
+        assert sent and all(item["text"] in by_text for item in sent)
+        for item in sent:
+            original = by_text[item["text"]]
+            assert item["likes"] == original["like_count"]
+            assert item["retweets"] == original["retweet_count"]
+            assert item["replies"] == original["reply_count"]
+        assert max(item["likes"] for item in sent) > 0
+        stored = await TweetBatch.get(trade_id=trade_id)
+        assert stored.tweets[0]["like_count"] == datura.tweets[0]["like_count"]

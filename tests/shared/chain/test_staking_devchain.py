@@ -22,7 +22,14 @@ from pydantic import SecretStr
 
 from shared.chain import SubtensorChain
 from shared.chain.staking import SubtensorStaker, open_stake_client
-from shared.chain.staking_types import AccountState, StakeOutcome
+from shared.chain.staking_types import (
+    AccountState,
+    OrderDirection,
+    SignedStake,
+    StakeOrder,
+    StakeOutcome,
+    limit_price_rao,
+)
 from shared.errors import ChainTimeout, ChainUnavailable
 from shared.settings import Settings
 from tests.devchain import FIXTURES_HINT, SPECS, DevChain, fixtures_dir
@@ -155,7 +162,53 @@ async def test_account_reads_do_not_advance_the_nonce(
     assert nonces == [0, 0, 0] == [node.nonce(coldkey)] * 3
 
 
-# ====================================================================== add_stake / unstake
+# ====================================================================== sign / submit
+async def protected(
+    staker: SubtensorStaker,
+    direction: OrderDirection,
+    netuid: int,
+    amount: int,
+    *,
+    tolerance: float = 0.005,
+    allow_partial: bool = False,
+) -> tuple[SignedStake, StakeOutcome]:
+    """What the stake stage does: limit price from the read price, sign, then submit."""
+    price = (await staker.account(netuid, DEMO_HOTKEY)).alpha_price_rao
+    limit = limit_price_rao(direction, netuid, price, tolerance)
+    order = StakeOrder(direction, netuid, DEMO_HOTKEY, amount, limit, allow_partial)
+    signed = await staker.sign(order)
+    return signed, await staker.submit(signed)
+
+
+async def test_sign_fixes_hash_nonce_and_window_before_anything_is_sent(
+    node393: DevChain, tmp_path: Path, coldkey: str
+) -> None:
+    node = node393
+    node.add_subnet(18, price_tao=0.5)
+    node.fund(coldkey, 10)
+    node.logic.set_nonce(node.head.state, coldkey, 4)  # type: ignore[arg-type]
+    for _ in range(3):
+        node.seal_block()
+    async with stake_client(staker_settings(node.url, tmp_path / "wallets")) as staker:
+        order = StakeOrder("add", 18, DEMO_HOTKEY, RAO, 502_499_999)
+        signed = await staker.sign(order)
+        assert node.applied == [] and node.rpc_counts["author_submitAndWatchExtrinsic"] == 0
+        outcome = await staker.submit(signed)
+
+    (applied,) = node.applied
+    assert (signed.nonce, signed.era_start_block, signed.era_end_block) == (4, 3, 3 + 128)
+    assert signed.extrinsic_hash == applied.hash == outcome.extrinsic_hash
+    assert (applied.call, applied.success) == ("add_stake_limit", True)
+    assert applied.args == {
+        "hotkey": DEMO_HOTKEY,
+        "netuid": 18,
+        "amount_staked": RAO,
+        "limit_price": 502_499_999,
+        "allow_partial": False,
+    }
+    assert node.nonce(coldkey) == 5
+
+
 async def test_add_stake_moves_exactly_1e9_rao_from_balance_to_stake(
     node: DevChain, tmp_path: Path, coldkey: str
 ) -> None:
@@ -163,15 +216,15 @@ async def test_add_stake_moves_exactly_1e9_rao_from_balance_to_stake(
     node.fund(coldkey, 10)
     fee = node.logic.fee_rao
     async with stake_client(staker_settings(node.url, tmp_path / "wallets")) as staker:
-        outcome = await staker.add_stake(18, DEMO_HOTKEY, RAO)
+        _, outcome = await protected(staker, "add", 18, RAO)
 
     (applied,) = node.applied
     assert outcome.success, outcome.message
     assert (outcome.message, outcome.error_name) == ("Success", None)
     assert outcome.extrinsic_hash == applied.hash
     assert outcome.block_hash == node.block(applied.block).hash == node.head.hash
-    assert (applied.call, applied.signer, applied.success) == ("add_stake", coldkey, True)
-    assert applied.args == {"hotkey": DEMO_HOTKEY, "netuid": 18, "amount_staked": RAO}
+    assert (applied.call, applied.signer, applied.success) == ("add_stake_limit", coldkey, True)
+    assert applied.args["amount_staked"] == RAO
     assert applied.fee == fee == 50_000
     # Exactly 10^9 rao left the balance besides the fee; at 0.5 TAO per alpha that is 2 alpha.
     assert node.balance(coldkey) == 10 * RAO - RAO - fee
@@ -187,10 +240,10 @@ async def test_add_stake_reports_the_fee_and_block_the_node_applied(
     node.fund(coldkey, 10)
     node.seal_block()  # the extrinsic lands in block 2, not block 1
     async with stake_client(staker_settings(node.url, tmp_path / "wallets")) as staker:
-        outcome = await staker.add_stake(18, DEMO_HOTKEY, RAO)
+        _, outcome = await protected(staker, "add", 18, RAO)
         balance_after_success = node.balance(coldkey)
         node.fail_next_extrinsic("SubnetNotExists")
-        failed = await staker.add_stake(18, DEMO_HOTKEY, RAO)
+        _, failed = await protected(staker, "add", 18, RAO)
 
     applied, applied_failed = node.applied
     assert outcome.success, outcome.message
@@ -202,7 +255,7 @@ async def test_add_stake_reports_the_fee_and_block_the_node_applied(
     assert failed.block == applied_failed.block == 3
 
 
-async def test_unstake_removes_exactly_that_alpha(
+async def test_unstake_removes_exactly_that_alpha_with_a_floor_price(
     node: DevChain, tmp_path: Path, coldkey: str
 ) -> None:
     node.add_subnet(18, price_tao=0.5)
@@ -210,13 +263,14 @@ async def test_unstake_removes_exactly_that_alpha(
     node.set_stake(coldkey, DEMO_HOTKEY, 18, 5 * RAO)
     fee = node.logic.fee_rao
     async with stake_client(staker_settings(node.url, tmp_path / "wallets")) as staker:
-        outcome = await staker.unstake(18, DEMO_HOTKEY, 1_500_000_000)
+        _, outcome = await protected(staker, "remove", 18, 1_500_000_000, tolerance=0.02)
 
     (applied,) = node.applied
     assert outcome.success, outcome.message
     assert outcome.extrinsic_hash == applied.hash
-    assert (applied.call, applied.success) == ("remove_stake", True)
+    assert (applied.call, applied.success) == ("remove_stake_limit", True)
     assert applied.args["amount_unstaked"] == 1_500_000_000  # alpha rao, not TAO
+    assert applied.args["limit_price"] == 490_000_000  # 0.5 TAO × (1 − 0.02)
     assert node.stake(coldkey, DEMO_HOTKEY, 18) == 3_500_000_000
     assert node.balance(coldkey) == RAO + 750_000_000 - fee  # 1.5 alpha * 0.5 TAO
     assert node.nonce(coldkey) == 1
@@ -231,15 +285,15 @@ async def test_on_chain_failure_is_an_outcome_with_the_module_error_name(
     fee = node.logic.fee_rao
     node.fail_next_extrinsic("SubnetNotExists")
     async with stake_client(staker_settings(node.url, tmp_path / "wallets")) as staker:
-        forced = await staker.add_stake(18, DEMO_HOTKEY, RAO)
-        missing_subnet = await staker.add_stake(5, DEMO_HOTKEY, RAO)  # a real missing subnet
+        _, forced = await protected(staker, "add", 18, RAO)
+        _, missing_subnet = await protected(staker, "add", 5, RAO)  # a real missing subnet
 
     forced_applied, missing_applied = node.applied
     for outcome, applied in ((forced, forced_applied), (missing_subnet, missing_applied)):
         assert isinstance(outcome, StakeOutcome)
         assert outcome.success is False
         assert outcome.error_name == "SubnetNotExists"
-        assert "`SubnetNotExists(Module)`" in outcome.message
+        assert outcome.message.startswith("SubnetNotExists")
         assert outcome.extrinsic_hash == applied.hash
         assert outcome.block_hash == node.block(applied.block).hash
         assert (applied.success, applied.error) == (False, "SubnetNotExists")
@@ -247,6 +301,37 @@ async def test_on_chain_failure_is_an_outcome_with_the_module_error_name(
     assert node.balance(coldkey) == 10 * RAO - 2 * fee
     assert node.stake(coldkey, DEMO_HOTKEY, 18) == 0
     assert node.nonce(coldkey) == 2
+
+
+async def test_price_moved_before_inclusion_fails_with_slippage_too_high(
+    node393: DevChain, tmp_path: Path, coldkey: str
+) -> None:
+    node = node393
+    node.add_subnet(18, price_tao=0.5)
+    node.fund(coldkey, 10)
+    async with stake_client(staker_settings(node.url, tmp_path / "wallets")) as staker:
+        node.move_price_on_next_extrinsic(18, 0.51)  # +2 %, beyond the 0.5 % tolerance
+        signed, outcome = await protected(staker, "add", 18, RAO)
+
+    (applied,) = node.applied
+    assert (outcome.success, outcome.error_name) == (False, "SlippageTooHigh")
+    assert (applied.hash, applied.error) == (signed.extrinsic_hash, "SlippageTooHigh")
+    assert node.stake(coldkey, DEMO_HOTKEY, 18) == 0
+    assert node.balance(coldkey) == 10 * RAO - applied.fee  # only the fee was taken
+
+
+async def test_price_beyond_the_limit_at_the_pool_is_slippage_too_high_not_included(
+    node393: DevChain, tmp_path: Path, coldkey: str
+) -> None:
+    node = node393
+    node.add_subnet(18, price_tao=0.5)
+    node.fund(coldkey, 10)
+    async with stake_client(staker_settings(node.url, tmp_path / "wallets")) as staker:
+        signed = await staker.sign(StakeOrder("add", 18, DEMO_HOTKEY, RAO, 502_499_999))
+        node.set_price(18, 0.6)  # moved between signing and sending
+        outcome = await staker.submit(signed)
+    assert (outcome.success, outcome.error_name) == (False, "SlippageTooHigh")
+    assert node.applied == [] and node.nonce(coldkey) == 0
 
 
 async def test_pool_rejection_is_a_known_failure_with_nothing_included(
@@ -257,10 +342,67 @@ async def test_pool_rejection_is_a_known_failure_with_nothing_included(
     node.fund(coldkey, 10)
     node.reject_next_extrinsic()
     async with stake_client(staker_settings(node.url, tmp_path / "wallets")) as staker:
-        outcome = await staker.add_stake(18, DEMO_HOTKEY, RAO)
+        _, outcome = await protected(staker, "add", 18, RAO)
     assert (outcome.success, outcome.error_name) == (False, "PoolRejected")
     assert node.applied == [] and node.nonce(coldkey) == 0
     assert node.balance(coldkey) == 10 * RAO
+
+
+# ====================================================================== find_extrinsic
+async def test_find_extrinsic_reads_the_outcome_from_the_hash_in_its_window(
+    node393: DevChain, tmp_path: Path, coldkey: str
+) -> None:
+    node = node393
+    node.add_subnet(18, price_tao=0.5)
+    node.fund(coldkey, 10)
+    async with stake_client(staker_settings(node.url, tmp_path / "wallets")) as staker:
+        ok, _ = await protected(staker, "add", 18, RAO)
+        node.fail_next_extrinsic("NotEnoughBalanceToStake")
+        bad, _ = await protected(staker, "add", 18, RAO)
+        never = await staker.sign(StakeOrder("add", 18, DEMO_HOTKEY, RAO, RAO))  # not sent
+        for _ in range(3):
+            node.seal_block()
+        found = await staker.find_extrinsic(ok.extrinsic_hash, ok.era_start_block, ok.era_end_block)
+        failed = await staker.find_extrinsic(
+            bad.extrinsic_hash, bad.era_start_block, bad.era_end_block
+        )
+        missing = await staker.find_extrinsic(
+            never.extrinsic_hash, never.era_start_block, never.era_end_block
+        )
+        upper = await staker.find_extrinsic(ok.extrinsic_hash, 2, 2)  # not in that block
+
+    assert found.outcome is not None and failed.outcome is not None
+    assert (found.outcome.success, found.outcome.block, found.outcome.fee_rao) == (True, 1, 50_000)
+    assert (failed.outcome.success, failed.outcome.error_name, failed.outcome.block) == (
+        False,
+        "NotEnoughBalanceToStake",
+        2,
+    )
+    assert (missing.outcome, missing.scanned_to, missing.head) == (None, 5, 5)
+    assert (upper.outcome, upper.scanned_to) == (None, 2)
+
+
+async def test_reply_lost_after_inclusion_is_unknown_then_found_by_its_hash(
+    node393: DevChain, tmp_path: Path, coldkey: str
+) -> None:
+    """The node applied it and the reply was lost; the SDK's resend after reconnecting
+    meets a spent nonce ("outdated"), which says nothing about this extrinsic's fate."""
+    node = node393
+    node.add_subnet(18, price_tao=0.5)
+    node.fund(coldkey, 10)
+    async with stake_client(staker_settings(node.url, tmp_path / "wallets")) as staker:
+        signed = await staker.sign(StakeOrder("add", 18, DEMO_HOTKEY, RAO, RAO))
+        node.drop_after("author_submitAndWatchExtrinsic")
+        with pytest.raises((ChainUnavailable, ChainTimeout)):
+            await staker.submit(signed)
+        search = await staker.find_extrinsic(
+            signed.extrinsic_hash, signed.era_start_block, signed.era_end_block
+        )
+
+    (applied,) = node.applied
+    assert search.outcome is not None and search.outcome.success
+    assert search.outcome.extrinsic_hash == applied.hash == signed.extrinsic_hash
+    assert node.stake(coldkey, DEMO_HOTKEY, 18) == 2 * RAO
 
 
 # ====================================================================== faults
@@ -272,10 +414,11 @@ async def test_stalled_node_during_submit_is_chain_timeout_within_the_submit_bou
     node.fund(coldkey, 10)
     settings = staker_settings(node.url, tmp_path / "wallets", stake_submit_timeout_s=0.8)
     async with stake_client(settings) as staker:
+        signed = await staker.sign(StakeOrder("add", 18, DEMO_HOTKEY, RAO, RAO))
         node.stall("author_submitAndWatchExtrinsic")
         started = time.monotonic()
-        with pytest.raises(ChainTimeout, match=r"add_stake within 0\.8s"):
-            await staker.add_stake(18, DEMO_HOTKEY, RAO)
+        with pytest.raises(ChainTimeout, match=r"submit within 0\.8s"):
+            await staker.submit(signed)
         elapsed = time.monotonic() - started
         node.unstall()
 
@@ -294,11 +437,12 @@ async def test_a_submit_after_a_timed_out_one_is_signed_with_the_chain_nonce(
     async with stake_client(settings) as staker:
         node.stall("author_submitAndWatchExtrinsic")
         with pytest.raises(ChainTimeout):
-            await staker.add_stake(18, DEMO_HOTKEY, RAO)
+            await protected(staker, "add", 18, RAO)
         node.unstall()  # the stalled extrinsic was never admitted: nonce 0 is still free
-        outcome = await staker.add_stake(18, DEMO_HOTKEY, RAO)
+        signed, outcome = await protected(staker, "add", 18, RAO)
 
     assert outcome.success, outcome.message
+    assert signed.nonce == 0
     assert [a.success for a in node.applied] == [True]
     assert node.nonce(coldkey) == 1
 
@@ -315,14 +459,14 @@ async def test_nonce_rises_by_one_per_extrinsic_success_or_failure(
             return (await staker.account(18, DEMO_HOTKEY)).nonce
 
         seen = [await nonce()]
-        steps: list[Callable[[], Awaitable[StakeOutcome]]] = [
-            lambda: staker.add_stake(18, DEMO_HOTKEY, RAO),  # succeeds
-            lambda: staker.add_stake(7, DEMO_HOTKEY, RAO),  # fails: no subnet 7
-            lambda: staker.unstake(18, DEMO_HOTKEY, RAO),  # succeeds
+        steps: list[Callable[[], Awaitable[tuple[SignedStake, StakeOutcome]]]] = [
+            lambda: protected(staker, "add", 18, RAO),  # succeeds
+            lambda: protected(staker, "add", 7, RAO),  # fails: no subnet 7
+            lambda: protected(staker, "remove", 18, RAO),  # succeeds
         ]
         outcomes = []
         for step in steps:
-            outcomes.append(await step())
+            outcomes.append((await step())[1])
             seen.append(await nonce())
 
     assert [o.success for o in outcomes] == [True, False, True]
@@ -339,7 +483,7 @@ async def test_connection_lost_after_inclusion_is_an_unknown_outcome(
     node.fund(coldkey, 10)
     node.finality_delay_s = 5.0  # included at once; the finality notice comes much later
     async with stake_client(staker_settings(node.url, tmp_path / "wallets")) as staker:
-        submit = asyncio.create_task(staker.add_stake(18, DEMO_HOTKEY, RAO))
+        submit = asyncio.create_task(protected(staker, "add", 18, RAO))
         await until(lambda: len(node.applied) == 1)
         await node.drop_connections()  # the answer is lost; the stake moved
         with pytest.raises((ChainUnavailable, ChainTimeout)):
@@ -362,11 +506,11 @@ async def test_encrypted_coldkey_is_unlocked_with_wallet_password_and_signs(
         node.url, tmp_path / "wallets", "vault", wallet_password=SecretStr(PASSWORD)
     )
     async with stake_client(settings) as staker:
-        outcome = await staker.add_stake(18, DEMO_HOTKEY, RAO)
+        _, outcome = await protected(staker, "add", 18, RAO)
 
     assert created["coldkey_encrypted"] == "true"
     assert staker.coldkey == coldkey
     assert outcome.success, outcome.message
     (applied,) = node.applied  # the node verified the signature against the coldkey
-    assert (applied.signer, applied.call, applied.success) == (coldkey, "add_stake", True)
+    assert (applied.signer, applied.call, applied.success) == (coldkey, "add_stake_limit", True)
     assert node.stake(coldkey, DEMO_HOTKEY, 18) == 2 * RAO

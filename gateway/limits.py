@@ -1,0 +1,111 @@
+"""Hostile-input limits enforced before any token check, cache lookup or body parse.
+
+A request that is too large is refused on its headers alone: nothing it carries is read,
+parsed or remembered. Failed token checks are throttled per client address, so guessing
+tokens cannot turn into a stream of database lookups.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from typing import Final
+
+from starlette.types import Message, Receive, Scope
+
+from shared.errors import AppError
+
+MAX_BODY_BYTES: Final = 64 * 1024
+MAX_QUERY_BYTES: Final = 2048
+MAX_HEADER_BYTES: Final = 16 * 1024
+MAX_TRACKED_CLIENTS: Final = 10_000
+
+
+class RequestTooLarge(AppError):
+    """The request exceeds a limit; `status` and `code` say which."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message, code=code, status=status)
+
+
+def check_head(scope: Scope) -> None:
+    """Refuse on the request line and headers alone (no body read yet)."""
+    if len(scope["query_string"]) > MAX_QUERY_BYTES:
+        raise RequestTooLarge(
+            414, "uri_too_long", f"query string longer than {MAX_QUERY_BYTES} bytes"
+        )
+    size = 0
+    declared: int | None = None
+    for name, value in scope["headers"]:
+        size += len(name) + len(value) + 4
+        if name == b"content-length":
+            try:
+                declared = int(value)
+            except ValueError:
+                raise RequestTooLarge(
+                    400, "bad_request", "Content-Length is not a number"
+                ) from None
+    if size > MAX_HEADER_BYTES:
+        raise RequestTooLarge(
+            431, "headers_too_large", f"request headers larger than {MAX_HEADER_BYTES} bytes"
+        )
+    if declared is not None and declared > MAX_BODY_BYTES:
+        raise RequestTooLarge(
+            413, "payload_too_large", f"request body larger than {MAX_BODY_BYTES} bytes"
+        )
+
+
+def capped_receive(receive: Receive) -> Receive:
+    """`receive` that raises `RequestTooLarge` once a body without a (truthful)
+    Content-Length passes MAX_BODY_BYTES, before the rest is buffered anywhere."""
+    seen = 0
+
+    async def wrapped() -> Message:
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > MAX_BODY_BYTES:
+                raise RequestTooLarge(
+                    413, "payload_too_large", f"request body larger than {MAX_BODY_BYTES} bytes"
+                )
+        return message
+
+    return wrapped
+
+
+class FailedAuthThrottle:
+    """At most `per_min` failed token checks per client address per rolling minute.
+
+    In-process and bounded (the least recently failing addresses are forgotten first).
+    Behind a proxy the address is the proxy's unless uvicorn runs with
+    `--forwarded-allow-ips`, which makes it the client's.
+    """
+
+    def __init__(self, per_min: int, *, window_s: float = 60.0) -> None:
+        self._limit = per_min
+        self._window = window_s
+        self._failures: OrderedDict[str, list[float]] = OrderedDict()
+
+    def retry_after(self, client: str) -> float:
+        """Seconds until `client` may try again; 0 when it may now."""
+        times = self._recent(client, time.monotonic())
+        if len(times) < self._limit:
+            return 0.0
+        return max(0.001, times[0] + self._window - time.monotonic())
+
+    def failed(self, client: str) -> None:
+        now = time.monotonic()
+        times = self._recent(client, now)
+        times.append(now)
+        self._failures[client] = times[-self._limit :]
+        self._failures.move_to_end(client)
+        while len(self._failures) > MAX_TRACKED_CLIENTS:
+            self._failures.popitem(last=False)
+
+    def _recent(self, client: str, now: float) -> list[float]:
+        times = self._failures.get(client)
+        if not times:
+            return []
+        cutoff = now - self._window
+        return [t for t in times if t > cutoff]

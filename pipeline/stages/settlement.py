@@ -1,0 +1,171 @@
+"""Settlement of stake actions whose outcome did not come back, from the chain's own record.
+
+A `submitting` / `unknown` row carries the hash of its signed extrinsic and the blocks
+it could be included in (its mortality window). The only evidence accepted is that hash
+in a block, with its ExtrinsicSuccess / ExtrinsicFailed event; the hash absent from
+every block of a window the chain has left behind means "not included". Stake, balance
+and nonce changes are never read as an outcome: emissions, other trades and other
+signers move them too.
+
+A sweep is bounded (rows per sweep, blocks per search, a timeout per chain call) and a
+row that raises is counted on the row (`settle_attempts`, `settle_error`) and skipped,
+never stopping the rows behind it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+
+from loguru import logger
+from tortoise.expressions import F
+
+from pipeline.stages.records import set_status
+from shared.chain.staking_types import StakeClient, StakeOutcome
+from shared.db.models import StakeAction
+from shared.ids import utcnow
+from shared.settings import Settings
+
+UNSETTLED = ("submitting", "unknown")
+SWEEP_LIMIT = 50
+# Blocks past the window's end before "not found" is final (a late finality notice).
+NOT_INCLUDED_MARGIN_BLOCKS = 4
+
+Announce = Callable[[StakeAction], Awaitable[None]]
+
+
+class SettlementError(Exception):
+    """A row that cannot be settled as it stands (recorded on the row, retried later)."""
+
+
+async def record_outcome(action: StakeAction, outcome: StakeOutcome, reason: str | None) -> bool:
+    """Store a proven outcome on a still-unsettled row; False when another path (the
+    submitter or another sweep) settled it first. `action` is updated in place."""
+    status = "succeeded" if outcome.success else "failed"
+    values: dict[str, object] = {
+        "status": status,
+        "success": outcome.success,
+        "message": outcome.message[:2000],
+        "error_name": outcome.error_name,
+        "block_hash": outcome.block_hash,
+        "block": outcome.block,
+        "fee_rao": outcome.fee_rao,
+        "updated_at": utcnow(),
+    }
+    if outcome.extrinsic_hash is not None:
+        values["extrinsic_hash"] = outcome.extrinsic_hash
+    if reason is not None:
+        values["reason"] = reason
+    updated = await StakeAction.filter(id=action.id, status__in=UNSETTLED).update(**values)
+    if not updated:
+        return False
+    await action.refresh_from_db()
+    await set_status(action.trade_id, action.status, action.reason)
+    return True
+
+
+def failure_reason(outcome: StakeOutcome, slippage_tolerance: float) -> str:
+    if outcome.error_name == "SlippageTooHigh":
+        return (
+            "price moved beyond the limit (SLIPPAGE_TOLERANCE="
+            f"{slippage_tolerance:g}): SlippageTooHigh; not retried"
+        )
+    return f"chain rejected the extrinsic: {outcome.error_name or outcome.message}"
+
+
+class Settlement:
+    """Settles this wallet's unsettled stake actions by their extrinsic hash."""
+
+    def __init__(
+        self,
+        staker: StakeClient,
+        announce: Announce,
+        settings: Settings,
+        *,
+        limit: int = SWEEP_LIMIT,
+    ) -> None:
+        self._staker = staker
+        self._announce = announce
+        self._settings = settings
+        self._limit = limit
+        # action id -> last block searched: each sweep goes on from there.
+        self._scanned: dict[int, int] = {}
+
+    async def sweep(self) -> int:
+        """Settle what can be proven now; returns how many rows were settled."""
+        settings = self._settings
+        # A row younger than this may still be in its submitter's hands.
+        cutoff = utcnow() - timedelta(
+            seconds=settings.stake_submit_timeout_s + settings.stake_settle_margin_s
+        )
+        rows = (
+            await StakeAction.filter(
+                status__in=UNSETTLED, coldkey=self._staker.coldkey, updated_at__lt=cutoff
+            )
+            .order_by("updated_at", "id")
+            .limit(self._limit)
+        )
+        settled = 0
+        for action in rows:
+            try:
+                if await self._settle(action):
+                    settled += 1
+            except Exception as exc:
+                error = f"{type(exc).__name__}: {exc}"[:1000]
+                await StakeAction.filter(id=action.id).update(
+                    settle_attempts=F("settle_attempts") + 1, settle_error=error
+                )
+                logger.bind(trade_id=action.trade_id, stage="stake").opt(exception=exc).warning(
+                    "stake action could not be settled; will try again", error=error
+                )
+        return settled
+
+    async def _settle(self, action: StakeAction) -> bool:
+        log = logger.bind(trade_id=action.trade_id, stage="stake")
+        start, end, extrinsic_hash = (
+            action.era_start_block,
+            action.era_end_block,
+            action.extrinsic_hash,
+        )
+        if extrinsic_hash is None or start is None or end is None:
+            raise SettlementError(
+                "no extrinsic hash and mortality window recorded: its outcome cannot be "
+                "proven; needs an operator"
+            )
+        first = max(start, self._scanned.get(action.id, start - 1) + 1)
+        search = await self._staker.find_extrinsic(extrinsic_hash, first, end)
+        if search.outcome is not None:
+            outcome = search.outcome
+            reason = f"settled from the chain: extrinsic found in block {outcome.block}"
+            if not outcome.success:
+                reason += "; " + failure_reason(outcome, self._settings.slippage_tolerance)
+            return await self._finish(action, outcome, reason)
+        self._scanned[action.id] = search.scanned_to
+        if search.scanned_to >= end and search.head > end + NOT_INCLUDED_MARGIN_BLOCKS:
+            outcome = StakeOutcome(
+                success=False,
+                message="not included",
+                error_name=None,
+                extrinsic_hash=extrinsic_hash,
+            )
+            reason = (
+                f"not included: extrinsic {extrinsic_hash} is in no block of its window "
+                f"[{start}, {end}] and can no longer be; not resubmitted"
+            )
+            return await self._finish(action, outcome, reason)
+        log.info(
+            "stake action still unsettled: its window is open",
+            scanned_to=search.scanned_to,
+            era_end_block=end,
+        )
+        return False
+
+    async def _finish(self, action: StakeAction, outcome: StakeOutcome, reason: str) -> bool:
+        self._scanned.pop(action.id, None)
+        if not await record_outcome(action, outcome, reason):
+            return False
+        logger.bind(trade_id=action.trade_id, stage="stake").warning(
+            "stake action settled", status=action.status, reason=reason
+        )
+        await self._announce(action)
+        return True

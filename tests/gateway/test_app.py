@@ -1,0 +1,44 @@
+"""The OpenAPI document states each route's scopes and the real error body of a 403."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+
+async def _schema(client: httpx.AsyncClient) -> dict[str, Any]:
+    response = await client.get("/openapi.json")
+    assert response.status_code == 200
+    schema: dict[str, Any] = response.json()
+    return schema
+
+
+async def test_every_api_route_lists_its_scopes(client: httpx.AsyncClient) -> None:
+    schema = await _schema(client)
+    paths = schema["paths"]
+    assert schema["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
+    assert paths["/api/v1/tao_dividends"]["get"]["security"] == [{"bearerAuth": ["read"]}]
+    assert paths["/api/v1/trades/{trade_id}"]["get"]["security"] == [{"bearerAuth": ["read"]}]
+    assert paths["/api/v1/stake_actions"]["get"]["security"] == [{"bearerAuth": ["read"]}]
+    assert paths["/api/v1/trades"]["post"]["security"] == [{"bearerAuth": ["trade"]}]
+    assert "security" not in paths["/healthz"]["get"]
+    dividends = paths["/api/v1/tao_dividends"]["get"]
+    assert "`trade`" in dividends["description"]
+    assert "admin" in paths["/api/v1/stake_actions"]["get"]["description"]
+
+
+async def test_403_is_documented_with_the_error_schema(client: httpx.AsyncClient) -> None:
+    schema = await _schema(client)
+    for path, method in [
+        ("/api/v1/tao_dividends", "get"),
+        ("/api/v1/trades", "post"),
+        ("/api/v1/trades/{trade_id}", "get"),
+        ("/api/v1/stake_actions", "get"),
+    ]:
+        forbidden = schema["paths"][path][method]["responses"]["403"]
+        assert "insufficient_scope" in forbidden["description"]
+        ref = forbidden["content"]["application/json"]["schema"]["$ref"]
+        assert ref == "#/components/schemas/ErrorBody"
+    detail = schema["components"]["schemas"]["ErrorDetail"]
+    assert set(detail["required"]) == {"code", "message", "request_id"}
