@@ -99,27 +99,34 @@ class TestFailedAuth:
     async def test_unauthenticated_queries_leave_no_memory_behind(
         self, client: httpx.AsyncClient
     ) -> None:
-        """10 000 distinct query strings without a token: retained memory stays flat."""
+        """Thousands of distinct query strings without a token: retained memory stays flat.
 
-        async def burst(start: int) -> None:
-            for n in range(start, start + 5000):
-                query = f"netuid={n % 65536}&hotkey={'5' * 40}{n:08d}&pad={'z' * 900}"
+        Measured over two bursts after a warm-up, keeping the smaller growth: a one-off
+        allocation elsewhere in the process shows in one burst, memory kept per request
+        shows in both (1500 kept ~2 KB queries would be ~3 MB each time; the bursts stay
+        under any 4096-entry memo that would clear itself and hide the growth).
+        """
+
+        async def burst(start: int, count: int) -> None:
+            for n in range(start, start + count):
+                query = f"netuid={n % 65536}&hotkey={'5' * 40}{n:08d}&pad={'z' * 1800}"
                 response = await client.get(f"{DIVIDENDS}?{query}")
                 assert response.status_code in (401, 429)
 
-        await burst(0)  # warm-up: lazily built structures, metric children, ...
-        gc.collect()
+        await burst(0, 200)  # warm-up: lazily built structures, metric children, ...
+        growth = []
         tracemalloc.start()
         try:
-            before = tracemalloc.take_snapshot()
-            await burst(5000)
-            gc.collect()
-            after = tracemalloc.take_snapshot()
+            for start in (200, 1700):
+                gc.collect()
+                before = tracemalloc.take_snapshot()
+                await burst(start, 1500)
+                gc.collect()
+                after = tracemalloc.take_snapshot()
+                growth.append(sum(s.size_diff for s in after.compare_to(before, "filename")))
         finally:
             tracemalloc.stop()
-        grown = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
-        # 5000 kept ~1 KB queries would be > 5 MB; allow noise well under that.
-        assert grown < 1_000_000, f"retained {grown} bytes"
+        assert min(growth) < 1_000_000, f"retained {growth} bytes per 1500 requests"
 
 
 class TestReadiness:
