@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PORT   ?= 8000
 
-.PHONY: install run demo test lint typecheck pytest migrate bench clean
+.PHONY: install run demo test test-resilience lint typecheck pytest migrate bench clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,12 @@ pytest: install
 	PYTHONPATH="$(CURDIR)" $(BIN)/pytest
 
 test: lint typecheck pytest
+
+# Minutes: the whole service as processes (own Redis, PostgreSQL, simulated node, API fakes)
+# under kills and outages; writes data/resilience.json (RESILIENCE_RESULTS) and prints the table.
+test-resilience: install
+	$(BIN)/python scripts/services.py redis postgres --test
+	PYTHONPATH="$(CURDIR)" $(BIN)/pytest -m resilience tests/resilience
 
 bench: install
 	PYTHONPATH="$(CURDIR)" $(BIN)/python bench/gateway.py

@@ -70,11 +70,18 @@ def create_app(settings: Settings | None = None, *, chain: ChainClient | None = 
             ttl_s=settings.cache_ttl_s,
             max_local=settings.cache_l1_max_entries,
         )
+        auth_throttle = FailedAuthThrottle(settings.auth_failures_per_min)
         app.state.services = AppState(
             settings=settings,
             redis=redis,
             chain=chain_client,
-            auth=Authenticator(static_tokens, cache_ttl_s=settings.auth_cache_ttl_s),
+            # Computes each static token's owner label (a slow KDF) once, at start-up.
+            auth=Authenticator(
+                static_tokens,
+                cache_ttl_s=settings.auth_cache_ttl_s,
+                throttle=auth_throttle,
+                max_lookups=settings.auth_lookup_concurrency,
+            ),
             limiter=limiter,
             dividends=DividendsService(chain_client, cache, timeout_s=settings.chain_timeout_s),
             trades=TradeService(
@@ -82,7 +89,7 @@ def create_app(settings: Settings | None = None, *, chain: ChainClient | None = 
                     redis, cooldown_s=settings.trade_cooldown_s, maxlen=settings.stream_maxlen
                 )
             ),
-            auth_throttle=FailedAuthThrottle(settings.auth_failures_per_min),
+            auth_throttle=auth_throttle,
         )
         async with RegisterTortoise(app, config=orm_config):
             await _report_schema()

@@ -39,13 +39,6 @@ ERROR_HEADERS: dict[int, dict[str, dict[str, Any]]] = {
             "schema": {"type": "string"},
         }
     },
-    405: {
-        "Allow": {
-            "description": "The methods the path supports.",
-            "required": True,
-            "schema": {"type": "string"},
-        }
-    },
     429: {
         "Retry-After": {
             "description": "Seconds to wait before trying again.",
@@ -57,7 +50,7 @@ ERROR_HEADERS: dict[int, dict[str, dict[str, Any]]] = {
 
 # Refused on the request line and headers alone, before any route or token check (gateway.limits).
 PRE_AUTH = {
-    414: "`uri_too_long`: the query string is longer than 2048 bytes",
+    414: "`uri_too_long`: the path or the query string is longer than 2048 bytes",
     431: "`headers_too_large`: the request headers are larger than 16 KiB",
 }
 BODY_ERRORS = {

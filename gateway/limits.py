@@ -7,6 +7,7 @@ tokens cannot turn into a stream of database lookups.
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from collections import OrderedDict
 from typing import Final
@@ -17,6 +18,7 @@ from shared.errors import AppError
 
 MAX_BODY_BYTES: Final = 64 * 1024
 MAX_QUERY_BYTES: Final = 2048
+MAX_PATH_BYTES: Final = 2048
 MAX_HEADER_BYTES: Final = 16 * 1024
 MAX_TRACKED_CLIENTS: Final = 10_000
 
@@ -30,6 +32,10 @@ class RequestTooLarge(AppError):
 
 def check_head(scope: Scope) -> None:
     """Refuse on the request line and headers alone (no body read yet)."""
+    raw_path = scope.get("raw_path")
+    path_bytes = len(raw_path) if raw_path is not None else len(scope["path"].encode())
+    if path_bytes > MAX_PATH_BYTES:
+        raise RequestTooLarge(414, "uri_too_long", f"path longer than {MAX_PATH_BYTES} bytes")
     if len(scope["query_string"]) > MAX_QUERY_BYTES:
         raise RequestTooLarge(
             414, "uri_too_long", f"query string longer than {MAX_QUERY_BYTES} bytes"
@@ -74,12 +80,30 @@ def capped_receive(receive: Receive) -> Receive:
     return wrapped
 
 
-class FailedAuthThrottle:
-    """At most `per_min` failed token checks per client address per rolling minute.
+def client_key(host: str | None) -> str:
+    """The throttle's key for a client address: the address itself for IPv4 (an IPv4-mapped
+    IPv6 address counts as its IPv4 address), its /64 for IPv6, since one host commonly
+    holds a whole /64 and could otherwise rotate through it."""
+    if not host:
+        return "unknown"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host  # not an IP (a unix socket, a test client): keyed as given
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
 
-    In-process and bounded (the least recently failing addresses are forgotten first).
-    Behind a proxy the address is the proxy's unless uvicorn runs with
-    `--forwarded-allow-ips`, which makes it the client's.
+
+class FailedAuthThrottle:
+    """At most `per_min` failed token checks per client (`client_key`) per rolling minute.
+
+    Only tokens that would cost a stored-token lookup are throttled (gateway.auth): a token
+    already known valid is never refused here. In-process and bounded (the least recently
+    failing clients are forgotten first). The address is the connection's peer; X-Forwarded-For
+    is believed only from the proxies named in FORWARDED_ALLOW_IPS (`gateway serve`).
     """
 
     def __init__(self, per_min: int, *, window_s: float = 60.0) -> None:

@@ -7,10 +7,11 @@ exactly the scopes it lists, nothing implies another.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
+from functools import lru_cache
 
 from shared.errors import AppError
-from shared.security import hash_token
 
 READ = "read"
 TRADE = "trade"
@@ -19,6 +20,13 @@ ALL_SCOPES = (READ, TRADE, ADMIN)  # canonical order, used when scopes are writt
 STATIC_DEFAULT = frozenset({READ, TRADE})
 STORED_DEFAULT = frozenset({READ})
 STATIC_OWNER_PREFIX = "static:"
+# The owner label of an API_TOKENS entry is published (events, rows, admin answers), so it
+# is derived with a deliberately slow, memory-hard KDF: testing one guess of a token against
+# a label costs ~70 ms and 32 MiB here, instead of one SHA-256. A fixed salt (this
+# deployment-independent domain string) keeps the label stable across restarts and processes
+# without any key to manage; it is computed once per token at start-up.
+_OWNER_KDF_SALT = b"taostake/static-token-owner/v1"
+_OWNER_KDF = {"n": 2**15, "r": 8, "p": 1, "maxmem": 64 * 1024 * 1024, "dklen": 16}
 
 
 class InsufficientScope(AppError):
@@ -32,11 +40,12 @@ class ScopeError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Caller:
-    """Who is calling: `owner` is stable and never secret (it is stored as `requested_by`)."""
+    """Who is calling: `owner` is stable and never secret (it is stored as `requested_by`);
+    it is also the subject of the caller's rate limits (a stored token's unique name, or a
+    static token's label), so no function of the token itself reaches Redis keys."""
 
     owner: str
     scopes: frozenset[str]
-    token_hash: str
 
     def require(self, scope: str) -> None:
         if scope not in self.scopes:
@@ -64,9 +73,12 @@ def format_scopes(scopes: frozenset[str]) -> str:
     return ",".join(scope for scope in ALL_SCOPES if scope in scopes)
 
 
+@lru_cache(maxsize=256)
 def static_owner(token: str) -> str:
-    """A label for an API_TOKENS entry that survives reordering and reveals nothing usable."""
-    return STATIC_OWNER_PREFIX + hash_token(token)[:12]
+    """A label for an API_TOKENS entry that survives reordering and reveals nothing usable
+    (scrypt with a fixed domain salt; slow on purpose, so callers compute it once)."""
+    digest = hashlib.scrypt(token.encode(), salt=_OWNER_KDF_SALT, **_OWNER_KDF)
+    return STATIC_OWNER_PREFIX + digest.hex()[:12]
 
 
 def parse_static_tokens(entries: list[str]) -> list[tuple[str, frozenset[str]]]:
@@ -75,16 +87,19 @@ def parse_static_tokens(entries: list[str]) -> list[tuple[str, frozenset[str]]]:
     Raised messages name the entry by position and owner label, never by the token.
     """
     parsed = []
+    positions: dict[str, int] = {}
     for position, entry in enumerate(entries, start=1):
         token, colon, spec = entry.partition(":")
         token = token.strip()
         where = f"API_TOKENS entry {position}"
         if not token:
             raise ScopeError(f"{where}: empty token before ':'")
-        if token.lower() in ALL_SCOPES:
-            # `TOKEN:read,trade` split on its comma: the scope would become a token.
+        if all(part.strip().lower() in ALL_SCOPES for part in token.split("+")):
+            # `TOKEN:read,trade` split on its comma, or the scopes written without the token:
+            # scope names would become a (public, guessable) token.
             raise ScopeError(
-                f"{where} is the scope name {token!r}; join scopes with '+' (TOKEN:read+trade)"
+                f"{where} is the scope list {token!r}, not a token; write TOKEN:scope+scope "
+                "(scopes joined with '+')"
             )
         if len(token) < MIN_STATIC_TOKEN_CHARS:
             raise ScopeError(
@@ -98,6 +113,12 @@ def parse_static_tokens(entries: list[str]) -> list[tuple[str, frozenset[str]]]:
             raise ScopeError(
                 f"{where} ({static_owner(token)}): {exc}; write TOKEN or TOKEN:scope+scope"
             ) from None
+        if token in positions:
+            raise ScopeError(
+                f"{where} repeats the token of entry {positions[token]} "
+                f"({static_owner(token)}): give each token once, with all its scopes"
+            )
+        positions[token] = position
         parsed.append((token, scopes))
     return parsed
 

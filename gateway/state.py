@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from redis.asyncio import Redis
@@ -13,6 +13,7 @@ from gateway.limits import FailedAuthThrottle
 from gateway.ratelimit import RateLimiter
 from shared.chain import ChainClient
 from shared.settings import Settings
+from shared.singleflight import SingleFlight
 
 
 @dataclass(slots=True)
@@ -27,3 +28,5 @@ class AppState:
     auth_throttle: FailedAuthThrottle
     # /readyz reads the chain at most once per READY_CHAIN_EVERY_S: (monotonic time, result).
     chain_check: tuple[float, dict[str, Any]] | None = None
+    # Concurrent /readyz calls that find no fresh result share one chain read.
+    chain_probe: SingleFlight[dict[str, Any]] = field(default_factory=SingleFlight)

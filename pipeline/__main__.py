@@ -6,12 +6,14 @@ python -m pipeline streams [--watch SECONDS]
 python -m pipeline replay (--trade ID | --stream NAME --from ID [--to ID])
                           [--as-new-trade] [--dry-run]
 python -m pipeline dead-letter list | show ID | requeue ID | purge --older-than 7d
+python -m pipeline settle TRADE_ID --status succeeded|failed --reason TEXT [--by NAME] [--force]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import sys
 
 import uvloop
@@ -55,6 +57,20 @@ def _parser() -> argparse.ArgumentParser:
     dsub.add_parser("requeue").add_argument("entry_id")
     dpurge = dsub.add_parser("purge")
     dpurge.add_argument("--older-than", required=True, metavar="DURATION", help="e.g. 7d, 12h")
+    settle = sub.add_parser(
+        "settle",
+        help="record the outcome of a stake action the chain cannot prove (included, or an "
+        "unsettled row without an extrinsic hash)",
+    )
+    settle.add_argument("trade_id", metavar="TRADE_ID")
+    settle.add_argument("--status", required=True, choices=["succeeded", "failed"])
+    settle.add_argument("--reason", required=True, help="why (what the block explorer shows)")
+    settle.add_argument("--by", default=None, help="who settles it (default: the OS user)")
+    settle.add_argument(
+        "--force",
+        action="store_true",
+        help="also settle an unsettled row that has its hash and window (the sweep's job)",
+    )
     return parser
 
 
@@ -169,6 +185,61 @@ async def _dead_letter(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _operator() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "operator"
+
+
+async def _settle(settings: Settings, args: argparse.Namespace) -> int:
+    from redis.exceptions import RedisError
+    from tortoise import Tortoise
+
+    from pipeline.ops.settle import SettleError, settle
+    from shared.bus import publish
+    from shared.db.config import tortoise_config
+    from shared.db.models import Trade
+    from shared.events import StakeExecuted
+
+    await Tortoise.init(config=tortoise_config(settings))
+    try:
+        try:
+            action = await settle(
+                args.trade_id, args.status, args.reason, args.by or _operator(), force=args.force
+            )
+        except SettleError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        print(f"trade {action.trade_id}: stake action {action.status}: {action.reason}")
+        trade = await Trade.get(trade_id=action.trade_id)
+        event = StakeExecuted(
+            trade_id=action.trade_id,
+            netuid=action.netuid,
+            hotkey=action.hotkey,
+            source=trade.source,
+            direction=action.direction,
+            status=action.status,
+            amount_tao=None if action.amount_tao is None else str(action.amount_tao),
+            amount_alpha=None if action.amount_alpha is None else str(action.amount_alpha),
+            success=action.success,
+            extrinsic_hash=action.extrinsic_hash,
+            block=action.block,
+            error_name=action.error_name,
+            reason=action.reason,
+        )
+        redis = create_redis(settings)
+        try:
+            await publish(redis, event, maxlen=settings.stream_maxlen)
+        except RedisError as exc:
+            print(f"warning: recorded, but stake_executed not published: {exc}", file=sys.stderr)
+        finally:
+            await redis.aclose()
+    finally:
+        await Tortoise.close_connections()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     settings = get_settings()
@@ -186,6 +257,8 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_replay(settings, args))
     if args.command == "dead-letter":
         return asyncio.run(_dead_letter(settings, args))
+    if args.command == "settle":
+        return asyncio.run(_settle(settings, args))
     stages = [name.strip() for name in args.stages.split(",") if name.strip()]
     unknown = set(stages) - set(STAGE_NAMES)
     if unknown or not stages:

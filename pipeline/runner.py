@@ -15,6 +15,7 @@ from tortoise import Tortoise
 from pipeline.clients.chutes import ChutesClient
 from pipeline.clients.datura import DaturaClient
 from pipeline.clients.http import make_session
+from pipeline.metrics import MetricsServer, Sampler, install_http_metrics, set_pipeline_info
 from pipeline.sentiment.scorer import SentimentScorer
 from pipeline.stages.records import Publisher
 from pipeline.stages.sentiment import SentimentStage
@@ -44,6 +45,10 @@ from shared.tasks import stop_task
 STAGE_NAMES = ("tweets", "sentiment", "stake")
 # A sweep in progress may finish its current row (chain reads are bounded by CHAIN_TIMEOUT_S).
 _RECONCILER_GRACE_S = 5.0
+# The metrics listener: binding is local and quick; a stop closes open scrapes.
+_METRICS_START_S = 5.0
+_METRICS_STOP_S = 5.0
+_SAMPLER_GRACE_S = 2.0
 
 
 @dataclass(slots=True)
@@ -74,6 +79,42 @@ async def open_staker(settings: Settings) -> AsyncIterator[StakeSetup]:
 
 
 @contextlib.asynccontextmanager
+async def serve_metrics(
+    settings: Settings, redis: Redis, *, port: int | None = None
+) -> AsyncIterator[MetricsServer | None]:
+    """GET /metrics on METRICS_HOST:METRICS_PORT and the sampler of the global gauges, both
+    stopped within a bound on exit. METRICS_PORT=0 turns both off. A port already taken (a
+    second pipeline on one host) is logged and the pipeline runs without an endpoint."""
+    port = settings.metrics_port if port is None else port
+    if port <= 0:
+        yield None
+        return
+    server = MetricsServer(settings.metrics_host, port)
+    try:
+        async with asyncio.timeout(_METRICS_START_S):
+            await server.start()
+    except (OSError, TimeoutError) as exc:
+        logger.error(
+            "metrics endpoint not started; this process runs without one",
+            host=settings.metrics_host,
+            port=port,
+            error=f"{type(exc).__name__}: {exc}",
+        )
+        yield None
+        return
+    logger.info("metrics endpoint listening", host=settings.metrics_host, port=server.port)
+    stop = asyncio.Event()
+    sampler = asyncio.create_task(
+        Sampler(redis, every_s=settings.metrics_sample_every_s).run(stop), name="metrics-sampler"
+    )
+    try:
+        yield server
+    finally:
+        await stop_task(sampler, stop, grace_s=_SAMPLER_GRACE_S)
+        await server.stop(timeout_s=_METRICS_STOP_S)
+
+
+@contextlib.asynccontextmanager
 async def build_worker(
     settings: Settings,
     stages: Sequence[str] = STAGE_NAMES,
@@ -84,11 +125,14 @@ async def build_worker(
     block_ms: int = 1000,
     claim_every_s: float = 5.0,
     init_orm: bool = True,
+    metrics_port: int | None = None,
 ) -> AsyncIterator[Worker]:
     """A Worker running `stages`, with every client it needs, closed on exit.
 
     Pass `stake_setup` to give the stake stage a client other than the wallet's, and
     `init_orm=False` when the ORM is already initialised in this process (tests).
+    The process's metrics endpoint (METRICS_PORT; `metrics_port` overrides it, 0 turns it
+    off) runs for as long as the worker is built.
     """
     unknown = set(stages) - set(STAGE_NAMES)
     if unknown:
@@ -107,6 +151,7 @@ async def build_worker(
             if own_redis:
                 await client.aclose()
             raise
+    install_http_metrics()
     session = make_session()
     publish = Publisher(client, maxlen=settings.stream_maxlen)
     datura = DaturaClient.from_settings(
@@ -153,7 +198,8 @@ async def build_worker(
                 stack.push_async_callback(
                     stop_task, reconciler, stop_reconciler, grace_s=_RECONCILER_GRACE_S
                 )
-            yield Worker(
+            await stack.enter_async_context(serve_metrics(settings, client, port=metrics_port))
+            worker = Worker(
                 client,
                 built,
                 consumer=consumer,
@@ -169,6 +215,8 @@ async def build_worker(
                     max(settings.worker_outage_backoff_s, settings.worker_outage_backoff_max_s),
                 ),
             )
+            set_pipeline_info(worker.consumer, [stage.name for stage in built])
+            yield worker
     finally:
         await session.close()
         if init_orm:

@@ -8,6 +8,13 @@ and stake work stays on the streams.
 Celery 5 tasks are synchronous: each worker process owns one event loop and one
 Redis client, created after the fork (`worker_process_init`) and closed at exit.
 
+Metrics: beat serves no endpoint. Celery runs the task in a forked pool process and beat
+in another, so an in-process registry would be split and reset by Celery's own restarts.
+Each run instead leaves its counts in Redis (`schedule:runs`, `schedule:errors`, and
+`schedule:last_run` with its time, duration and interval), and every pipeline process
+exposes them on its METRICS_PORT as the `taostake_schedule_*` metrics (docs/metrics.md):
+one scrape target fewer, and counts that survive a beat restart.
+
     celery -A pipeline.schedule worker --beat --loglevel=INFO --concurrency=1
 """
 
@@ -24,6 +31,7 @@ from celery.signals import worker_init, worker_process_init, worker_process_shut
 from loguru import logger
 from redis.asyncio import Redis
 
+from pipeline.metrics import KEY_SCHEDULE_ERRORS
 from shared.constants import KEY_SCHEDULE_LAST, KEY_SCHEDULE_RUNS, KEY_TRADED_PAIRS
 from shared.events import DividendRequested
 from shared.ids import iso, new_id, utcnow
@@ -76,6 +84,7 @@ async def tracked_pairs(
 
 
 async def rescore(redis: Redis, settings: Settings) -> RescoreSummary:
+    began = time.monotonic()
     pairs, ignored = await tracked_pairs(redis, settings, time.time())
     summary = RescoreSummary(tracked=len(pairs), ignored=ignored)
     for item in ignored:
@@ -93,7 +102,15 @@ async def rescore(redis: Redis, settings: Settings) -> RescoreSummary:
         else:
             summary.cooling += 1
     await redis.incr(KEY_SCHEDULE_RUNS)
-    await redis.set(KEY_SCHEDULE_LAST, orjson.dumps({"at": iso(utcnow()), **asdict(summary)}))
+    last = {
+        "at": iso(utcnow()),
+        **asdict(summary),
+        # For the pipeline's taostake_schedule_* gauges.
+        "at_unix": time.time(),
+        "duration_s": round(time.monotonic() - began, 6),
+        "interval_s": settings.rescore_interval_s,
+    }
+    await redis.set(KEY_SCHEDULE_LAST, orjson.dumps(last))
     if not pairs:
         logger.info("rescore: nothing tracked (no recent trades, empty WATCHLIST); nothing to do")
     else:
@@ -156,9 +173,21 @@ def _close(**_: Any) -> None:
     _loop = _redis = None
 
 
+async def _count_failure(redis: Redis) -> None:
+    """Best effort: Redis itself may be what failed (the last-run age tells then)."""
+    try:
+        await redis.incr(KEY_SCHEDULE_ERRORS)
+    except Exception as exc:
+        logger.warning("could not count the failed rescore run: {}", type(exc).__name__)
+
+
 @app.task(name="pipeline.schedule.rescore_task")
 def rescore_task() -> dict[str, Any]:
     if _loop is None or _redis is None:
         _open()
     assert _loop is not None and _redis is not None
-    return asdict(_loop.run_until_complete(rescore(_redis, settings)))
+    try:
+        return asdict(_loop.run_until_complete(rescore(_redis, settings)))
+    except Exception:
+        _loop.run_until_complete(_count_failure(_redis))
+        raise

@@ -45,6 +45,7 @@ from loguru import logger
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
+from pipeline.metrics import WORKER_REDIS_ERRORS, StageMetrics
 from shared.constants import EVENT_VERSION, KEY_WORKER_HEALTH, STREAM_DEAD_LETTER
 from shared.events import decode_fields, text
 from shared.ids import iso, new_id, utcnow
@@ -270,6 +271,8 @@ class Worker:
         self._outage_backoff_s = outage_backoff_s  # (first wait, cap) while a dependency is down
 
         self.stats: dict[str, int] = dict.fromkeys(_STAT_NAMES, 0)
+        # Prometheus series per stage, bound once (pipeline/metrics.py).
+        self._metrics = {s.name: StageMetrics(s.name) for s in self._stages}
         self._sem = asyncio.Semaphore(concurrency)
         self._stop_event = asyncio.Event()
         self._force_event = asyncio.Event()
@@ -412,7 +415,7 @@ class Worker:
                         entry = StreamEntry(
                             stage.stream, stage.group, text(raw_id), fields, 1, poison
                         )
-                        self._start(stage, entry)
+                        self._start(stage, entry, "read")
                         started += 1
                     idle = not pairs
                     backoff.reset()
@@ -427,6 +430,7 @@ class Worker:
                     group_ready = group_ready and not missing
                     idle = idle and not missing
                 except (RedisError, OSError) as exc:
+                    WORKER_REDIS_ERRORS.labels("read").inc()
                     error = exc
                 except Exception as exc:  # a bug must not kill intake
                     log.opt(exception=exc).error("reader error")
@@ -455,8 +459,10 @@ class Worker:
                         # Nothing to reclaim from a stream that is gone; its reader recreates it.
                         log.debug("no group to reclaim from", error=str(exc))
                         continue
+                    WORKER_REDIS_ERRORS.labels("reclaim").inc()
                     await self._pause(log, "reclaim failed", exc, backoff)
                 except (RedisError, OSError) as exc:
+                    WORKER_REDIS_ERRORS.labels("reclaim").inc()
                     await self._pause(log, "reclaim failed", exc, backoff)
                 except Exception as exc:  # a bug must not stop reclaiming
                     log.opt(exception=exc).error("reclaim error")
@@ -505,6 +511,7 @@ class Worker:
                     self._start(
                         stage,
                         StreamEntry(stage.stream, stage.group, entry_id, fields, count, poison),
+                        "reclaim",
                     )
                     started += 1
                 if started:
@@ -539,22 +546,28 @@ class Worker:
 
     # --------------------------------------------------------------- handling
 
-    def _start(self, stage: Stage, entry: StreamEntry) -> None:
+    def _start(self, stage: Stage, entry: StreamEntry, via: str) -> None:
         """Run one entry; the slot reserved for it is released when its task is reaped."""
         key = (stage.stream, stage.group, entry.entry_id)
         self._handling.add(key)
         self._inflight[key] = _InFlight(stage, entry.entry_id, time.monotonic())
+        metrics = self._metrics[stage.name]
+        metrics.deliveries[via].inc()
+        metrics.in_flight.inc()
         task = asyncio.create_task(
             self._process(stage, entry), name=f"worker:{stage.name}:{entry.entry_id}"
         )
         self._tasks.add(task)
-        task.add_done_callback(lambda t: self._reap(key, t))
+        task.add_done_callback(lambda t: self._reap(key, t, metrics))
 
-    def _reap(self, key: tuple[str, str, str], task: asyncio.Task[None]) -> None:
+    def _reap(
+        self, key: tuple[str, str, str], task: asyncio.Task[None], metrics: StageMetrics
+    ) -> None:
         self._tasks.discard(task)
         self._handling.discard(key)
         self._inflight.pop(key, None)
         self._sem.release()
+        metrics.in_flight.dec()
         if task.cancelled():
             return
         exc = task.exception()
@@ -573,14 +586,15 @@ class Worker:
             context["trade_id"] = entry.fields["trade_id"]
         log = self._log.bind(**context)
 
+        metrics = self._metrics[stage.name]
         if entry.poison is not None:
             log.warning("entry can never be handled", reason=entry.poison)
-            await self._dead_letter(stage, entry, entry.poison, log)
+            await self._dead_letter(stage, entry, entry.poison, log, "poison")
             return
 
         if entry.deliveries > self._max_deliveries:
             error = self._last_errors.pop(key, None) or "exceeded MAX_DELIVERIES"
-            await self._dead_letter(stage, entry, error, log)
+            await self._dead_letter(stage, entry, error, log, "max_deliveries")
             return
 
         began = time.monotonic()
@@ -593,15 +607,18 @@ class Worker:
                 self._inflight.pop(key, None)
         except Retry as exc:
             self.stats["retried"] += 1
+            metrics.finished("retry", began)
             self._remember_error(key, f"Retry: {exc.reason}")
             log.warning("entry retry", reason=mask(exc.reason), defer_s=exc.defer_s)
             if exc.defer_s > 0:
                 await self._defer(stage, entry.entry_id, exc.defer_s, log)
         except Drop as exc:
+            metrics.latency.observe(time.monotonic() - began)
             log.warning("entry dropped by handler", reason=mask(str(exc)))
-            await self._dead_letter(stage, entry, f"Drop: {exc}", log)
+            await self._dead_letter(stage, entry, f"Drop: {exc}", log, "dropped")
         except _HandlerTimedOut:
             self.stats["failed"] += 1
+            metrics.finished("timeout", began)
             error = f"handler timed out after {self._handler_timeout_s:g} s"
             log.error("entry failed", error=error)
             self._remember_error(key, error)
@@ -610,6 +627,7 @@ class Worker:
             raise
         except Exception as exc:
             self.stats["failed"] += 1
+            metrics.finished("failed", began)
             error = f"{type(exc).__name__}: {exc}"
             self._remember_error(key, error)
             log.opt(exception=exc).error("entry failed", error=mask(error))
@@ -618,10 +636,13 @@ class Worker:
                 acked = await self._redis.xack(stage.stream, stage.group, entry.entry_id)
             except (RedisError, OSError) as exc:
                 self.stats["failed"] += 1
+                WORKER_REDIS_ERRORS.labels("ack").inc()
+                metrics.finished("failed", began)
                 self._remember_error(key, f"ack failed: {exc}")
                 log.error("entry done but ack failed; it will be redelivered", error=str(exc))
                 return
             self.stats["done"] += 1
+            metrics.finished("done", began)
             self._last_errors.pop(key, None)
             elapsed_ms = round((time.monotonic() - began) * 1000, 1)
             if acked:
@@ -654,6 +675,7 @@ class Worker:
                 if reason is None or self._stop_event.is_set():
                     raise
                 self.stats["outage_waits"] += 1
+                self._metrics[stage.name].outage_waits.inc()
                 delay = backoff.delay()
                 log.warning(
                     "dependency unavailable; retrying in place (no delivery spent)",
@@ -685,8 +707,12 @@ class Worker:
                 "could not apply retry defer; default reclaim delay applies", error=str(exc)
             )
 
-    async def _dead_letter(self, stage: Stage, entry: StreamEntry, error: str, log: Logger) -> None:
-        """XADD to the dead-letter stream and XACK the original, atomically (MULTI/EXEC)."""
+    async def _dead_letter(
+        self, stage: Stage, entry: StreamEntry, error: str, log: Logger, why: str
+    ) -> None:
+        """XADD to the dead-letter stream and XACK the original, atomically (MULTI/EXEC).
+
+        `why` labels the metric: max_deliveries | dropped | poison."""
         key = (stage.stream, stage.group, entry.entry_id)
         fields: dict[str, str] = {
             "type": "dead_letter",
@@ -717,9 +743,13 @@ class Worker:
                 await pipe.execute()
         except (RedisError, OSError) as exc:
             self.stats["failed"] += 1
+            WORKER_REDIS_ERRORS.labels("dead_letter").inc()
             log.error("dead-lettering failed; entry stays pending", error=str(exc))
             return
         self.stats["dead_lettered"] += 1
+        metrics = self._metrics[stage.name]
+        metrics.outcomes["dead_lettered"].inc()
+        metrics.dead_letters[why].inc()
         self._last_errors.pop(key, None)
         log.error("entry dead-lettered", error=fields["error"])
 

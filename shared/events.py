@@ -131,7 +131,8 @@ class StakeExecuted(Event):
     TYPE: ClassVar[str] = "stake_executed"
 
     direction: str  # add | remove | none
-    status: str  # succeeded | failed | skipped | rejected | dry_run | unknown
+    # succeeded | failed | skipped | rejected | dry_run | submitting | unknown | included
+    status: str
     amount_tao: str | None = None
     amount_alpha: str | None = None
     success: bool | None = None

@@ -80,6 +80,18 @@ def _json_format(record: Record) -> str:
     return "{extra[_json]}\n"
 
 
+_TRACEBACK_PREFIX = "  | "
+
+
+def _traceback_block(text: str) -> str:
+    """A traceback as continuation lines of its record: each line prefixed (so nothing in an
+    exception message, which may carry user data, can start a line at column 0 and pass for
+    a record of its own) and its other control characters escaped."""
+    lines = text.rstrip("\n").split("\n")
+    # A field value is substituted, never parsed as format or markup: braces stay as they are.
+    return "".join(f"{_TRACEBACK_PREFIX}{printable(line)}\n" for line in lines)
+
+
 def _text_format(record: Record) -> str:
     extra = " ".join(f"{k}={v}" for k, v in record["extra"].items() if k[0] != "_")
     record["extra"]["_kv"] = extra
@@ -88,7 +100,7 @@ def _text_format(record: Record) -> str:
     if exc is not None:
         # Rendered here, masked, rather than by loguru's {exception}, which is not.
         lines = traceback.format_exception(exc.type, exc.value, exc.traceback)
-        record["extra"]["_exc"] = mask("".join(lines)).replace("{", "{{").replace("}", "}}")
+        record["extra"]["_exc"] = _traceback_block(mask("".join(lines)))
         tail = "{extra[_exc]}"
     return (
         "<green>{time:YYYY-MM-DDTHH:mm:ss.SSSZ}</green> <level>{level: <7}</level> "

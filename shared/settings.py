@@ -26,8 +26,20 @@ class Settings(BaseSettings):
     rate_limit_per_min: int = Field(1200, ge=1)
     trade_rate_limit_per_min: int = Field(30, ge=1)
     rate_limit_sync_s: float = Field(0.5, gt=0)
-    # Failed token checks allowed per client address per minute before 429s.
+    # Failed checks of unknown tokens allowed per client address (IPv6: per /64) per minute
+    # before 429s; a token known valid in the process is never throttled.
     auth_failures_per_min: int = Field(30, ge=1)
+    # Stored-token lookups (database round trips) in flight at once in one process; beyond
+    # it a check of an unknown token answers 503 `auth_busy` at once.
+    auth_lookup_concurrency: int = Field(16, ge=1)
+    # Addresses of reverse proxies whose X-Forwarded-For/-Proto is believed (comma separated,
+    # uvicorn's syntax, "*" for any). Empty: proxy headers are ignored and the client address
+    # is the peer's.
+    forwarded_allow_ips: str = ""
+    # uvicorn's HTTP parser. httptools (the default: fastest) does not bound the size of
+    # request headers: put a reverse proxy that does in front of it; h11 refuses a request
+    # head over 21 KiB itself (cached hits about a third slower; see README).
+    http_parser: Literal["httptools", "h11"] = "httptools"
 
     # --- Redis, database ------------------------------------------------------------------
     redis_url: str = "redis://127.0.0.1:6379/0"
@@ -116,6 +128,14 @@ class Settings(BaseSettings):
     stake_settle_margin_s: float = Field(30.0, ge=0)
     stake_reconcile_every_s: float = Field(30.0, gt=0)
     stream_maxlen: int = Field(100_000, ge=100)
+
+    # --- metrics (the pipeline's own Prometheus endpoint; the gateway serves /metrics) ----
+    # Each pipeline process serves GET /metrics here; 0 turns the endpoint off. Beat has no
+    # endpoint: its runs are exposed by the pipeline (docs/metrics.md).
+    metrics_port: int = Field(9108, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
+    # How often stream, stake-table and beat gauges are read (one small query each).
+    metrics_sample_every_s: float = Field(15.0, ge=1)
 
     # --- logging ---------------------------------------------------------------------------
     log_format: Literal["text", "json"] = "text"

@@ -112,6 +112,7 @@ def make_settings(redis_url: str, database_url: str, **overrides: Any) -> Settin
         "trade_rate_limit_per_min": 100_000,
         "rate_limit_sync_s": 0.05,
         "log_level": "WARNING",
+        "metrics_port": 0,  # tests that want the endpoint pick a free port
         "event_signing_key": SecretStr(TEST_SIGNING_KEY),
     }
     values.update(overrides)

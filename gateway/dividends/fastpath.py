@@ -111,7 +111,7 @@ def serve(
     stamp = state.dividends.stamp(netuid, hotkey)
     if stamp is None:
         return None
-    subject = caller.token_hash[:16]
+    subject = caller.owner  # the router's rate-limit subject (gateway.deps)
     limiter = state.limiter
     if not limiter.available(subject, "read", settings.rate_limit_per_min) or (
         do_trade and not limiter.available(subject, "trade", settings.trade_rate_limit_per_min)

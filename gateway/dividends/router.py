@@ -30,7 +30,8 @@ ERROR_RESPONSES = documented(
         429: "`rate_limited`: the token's rate limit (or the trade limit with a trade), or too "
         "many failed authentications from this address; see Retry-After",
         503: "`redis_unavailable`, `chain_unavailable`, `storage_unsupported` or "
-        "`database_unavailable` (token store): a dependency cannot answer",
+        "`database_unavailable` (token store): a dependency cannot answer; `auth_busy`: too "
+        "many token checks in progress (see Retry-After)",
         504: "`chain_timeout`: the chain did not answer in time",
     }
 )
@@ -70,7 +71,7 @@ async def tao_dividends(
     settings = state.settings
     do_trade = trade_wanted(caller, trade, trade_by_default=settings.trade_by_default)
     if do_trade:
-        state.limiter.hit(caller.token_hash[:16], "trade", settings.trade_rate_limit_per_min)
+        state.limiter.hit(caller.owner, "trade", settings.trade_rate_limit_per_min)
 
     view = await state.dividends.lookup(netuid, hotkey)
     result = None

@@ -38,7 +38,8 @@ COMMON_ERRORS = {
     422: "`validation_error`: an invalid parameter or body field (the message names it)",
     429: "`rate_limited`: the token's rate limit, or too many failed authentications from "
     "this address; see Retry-After",
-    503: "`database_unavailable` or `redis_unavailable`: a dependency cannot answer",
+    503: "`database_unavailable` or `redis_unavailable`: a dependency cannot answer; "
+    "`auth_busy`: too many token checks in progress (see Retry-After)",
 }
 CURSOR_PATTERN = "^[0-9]{1,10}$"
 MAX_ROW_ID = 2**31 - 1  # stake_actions.id is a 32-bit integer: no row lies beyond it
@@ -94,7 +95,16 @@ async def stake_actions(
         ),
     ] = None,
     status: Annotated[
-        Literal["succeeded", "failed", "skipped", "rejected", "dry_run", "submitting", "unknown"]
+        Literal[
+            "succeeded",
+            "failed",
+            "skipped",
+            "rejected",
+            "dry_run",
+            "submitting",
+            "unknown",
+            "included",
+        ]
         | None,
         Query(description="Only actions with this status."),
     ] = None,
@@ -143,7 +153,8 @@ async def stake_actions(
             422: "`validation_error`: the body is not JSON, or netuid or hotkey is invalid",
             429: "`rate_limited`: the token's rate limit or trade limit, or too many failed "
             "authentications from this address; see Retry-After",
-            503: "`redis_unavailable` (trade queue) or `database_unavailable` (token store)",
+            503: "`redis_unavailable` (trade queue), `database_unavailable` (token store) or "
+            "`auth_busy` (too many token checks in progress; see Retry-After)",
         }
     ),
 )
@@ -151,7 +162,7 @@ async def trigger_trade(
     body: TradeRequest, state: StateDep, caller: TraderDep, request_id: RequestIdDep
 ) -> TradeTriggered:
     hotkey = hotkey_param(body.hotkey)
-    state.limiter.hit(caller.token_hash[:16], "trade", state.settings.trade_rate_limit_per_min)
+    state.limiter.hit(caller.owner, "trade", state.settings.trade_rate_limit_per_min)
     event = DividendRequested(
         trade_id=new_id(),
         netuid=body.netuid,

@@ -8,6 +8,9 @@ here once: 408/425/429/5xx, timeouts and connection errors are; 401/402/403/404/
 
 Secrets never reach an exception message or a log line: callers pass the values
 to scrub, and only the method, the URL path and the status are logged.
+
+A process may register one `RequestObserver` (the pipeline's Prometheus metrics do): it
+hears of every attempt (service, outcome, seconds) and of every call that failed for good.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import time
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, Final, Self
+from typing import Any, Final, Protocol, Self
 
 import aiohttp
 import orjson
@@ -40,6 +43,26 @@ _READ_CHUNK: Final = 64 * 1024
 _MASK: Final = "***"
 
 Sleep = Callable[[float], Awaitable[None]]
+
+
+class RequestObserver(Protocol):
+    """Told about outside-API traffic; must be cheap and must not raise (errors are ignored)."""
+
+    def attempt(self, service: str, outcome: str, seconds: float) -> None:
+        """One HTTP attempt ended; `outcome` is `attempt_outcome(error)`."""
+
+    def failed(self, service: str, error: str) -> None:
+        """A call failed for good (retries spent or not retryable); `error` is its code."""
+
+
+_observer: RequestObserver | None = None
+
+
+def set_request_observer(observer: RequestObserver | None) -> RequestObserver | None:
+    """Register the process's observer (None removes it); returns the previous one."""
+    global _observer
+    previous, _observer = _observer, observer
+    return previous
 
 
 class ExternalAPIError(AppError):
@@ -63,6 +86,7 @@ class ExternalAPIError(AppError):
         *,
         retryable: bool,
         attempts: int = 1,
+        transport: str | None = None,
     ) -> None:
         label = f"HTTP {upstream_status}" if upstream_status is not None else "no response"
         super().__init__(f"{service}: {label}: {detail}")
@@ -71,6 +95,8 @@ class ExternalAPIError(AppError):
         self.detail = detail
         self.retryable = retryable
         self.attempts = attempts
+        # "timeout" or "connection_error" when no response arrived, else None.
+        self.transport = transport
 
 
 class AuthError(ExternalAPIError):
@@ -230,6 +256,42 @@ def error_for_status(
     return ExternalAPIError(service, status, detail, retryable=retryable, attempts=attempts)
 
 
+def attempt_outcome(error: ExternalAPIError | None) -> str:
+    """A bounded label for how one attempt ended (metrics; never carries user data)."""
+    if error is None:
+        return "ok"
+    if isinstance(error, InvalidResponseError):
+        return "invalid_response"
+    status = error.upstream_status
+    if status is None:
+        return error.transport or "connection_error"
+    if status == 429:
+        return "http_429"
+    if 300 <= status < 600:
+        return f"http_{status // 100}xx"
+    return "http_other"
+
+
+def _notify_attempt(service: str, error: ExternalAPIError | None, started: float) -> None:
+    observer = _observer
+    if observer is None:
+        return
+    try:
+        observer.attempt(service, attempt_outcome(error), time.monotonic() - started)
+    except Exception:  # a metrics hook must never break a request
+        logger.opt(exception=True).debug("request observer failed")
+
+
+def _notify_failed(service: str, error: ExternalAPIError) -> None:
+    observer = _observer
+    if observer is None:
+        return
+    try:
+        observer.failed(service, error.code)
+    except Exception:
+        logger.opt(exception=True).debug("request observer failed")
+
+
 class _Retry(Exception):
     """Internal: one try failed in a way worth retrying."""
 
@@ -271,6 +333,7 @@ async def request_json(
     path = URL(url).path
     while True:
         attempts += 1
+        tried = time.monotonic()
         try:
             result = await _attempt(
                 session,
@@ -289,10 +352,12 @@ async def request_json(
         except _Retry as retry:
             error = retry.error
             error.attempts = attempts
+            _notify_attempt(service, error, tried)
             if attempts > policy.max_retries:
                 logger.bind(service=service, attempts=attempts).warning(
                     "{} {} {} gave up: {}", service, method, path, error.message
                 )
+                _notify_failed(service, error)
                 raise error from None
             delay = policy.backoff(attempts - 1, retry.retry_after_s)
             logger.bind(service=service, attempt=attempts).info(
@@ -305,6 +370,11 @@ async def request_json(
             )
             await sleep(delay)
             continue
+        except ExternalAPIError as error:  # not worth retrying
+            _notify_attempt(service, error, tried)
+            _notify_failed(service, error)
+            raise
+        _notify_attempt(service, None, tried)
         return replace(result, elapsed_s=time.monotonic() - started)
 
 
@@ -389,11 +459,19 @@ async def _attempt(
                     raise error
     except TimeoutError:
         raise _Retry(
-            ExternalAPIError(service, None, f"timed out after {timeout_s:g}s", retryable=True)
+            ExternalAPIError(
+                service,
+                None,
+                f"timed out after {timeout_s:g}s",
+                retryable=True,
+                transport="timeout",
+            )
         ) from None
     except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
         detail = scrub(f"{type(exc).__name__}: {exc}", secrets)
-        raise _Retry(ExternalAPIError(service, None, detail, retryable=True)) from None
+        raise _Retry(
+            ExternalAPIError(service, None, detail, retryable=True, transport="connection_error")
+        ) from None
 
 
 async def _read_capped(resp: aiohttp.ClientResponse, limit: int, service: str) -> bytes:

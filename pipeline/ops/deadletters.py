@@ -8,10 +8,13 @@ import time
 import orjson
 from redis.asyncio import Redis
 
-from shared.constants import STREAM_DEAD_LETTER
+from shared.constants import EVENT_STREAMS, STREAM_DEAD_LETTER
 from shared.events import decode_fields, text
+from shared.logging import printable
 from shared.signing import is_signed
 
+# Where a dead letter may go back to: an event stream, never the dead-letter stream itself.
+REQUEUE_TARGETS = frozenset(EVENT_STREAMS.values()) - {STREAM_DEAD_LETTER}
 _DURATION = re.compile(r"^(\d+)([smhd])$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -46,6 +49,21 @@ async def requeue(redis: Redis, entry_id: str, *, maxlen: int) -> str:
     original = orjson.loads(letter["original"])
     if not isinstance(original, dict) or not letter.get("stream"):
         raise DeadLetterError(f"dead letter {entry_id} has no original entry to requeue")
+    stream = letter["stream"]
+    if stream not in REQUEUE_TARGETS:
+        # A letter's own fields are not signed (anything that can write to Redis can add one):
+        # never write to a key one names unless it is an event stream.
+        raise DeadLetterError(
+            f"dead letter {entry_id} names stream {printable(stream, limit=80)!r}, "
+            f"not an event stream ({', '.join(sorted(REQUEUE_TARGETS))}): not requeued"
+        )
+    kind = str(original.get("type", ""))
+    if EVENT_STREAMS.get(kind) != stream:
+        # The entry's (signed) type says where it belongs; a letter cannot move it elsewhere.
+        raise DeadLetterError(
+            f"dead letter {entry_id}: its entry is of type {printable(kind, limit=40)!r}, "
+            f"which does not belong on {stream}: not requeued"
+        )
     if not is_signed({str(k): str(v) for k, v in original.items()}):
         # Requeued untouched, it keeps its signature; one that has none would only come back.
         raise DeadLetterError(

@@ -20,8 +20,9 @@ from shared.db.models import SentimentScore, StakeAction, Trade
 from shared.events import SentimentScored
 from shared.settings import Settings
 
-# Statuses whose amount is, or may be, on chain: what exposure and cooldown count.
-LIVE = ("succeeded", "submitting", "unknown")
+# Statuses whose amount is, or may be, on chain: what exposure and cooldown count
+# (`included`: in a block, outcome unreadable until an operator settles it).
+LIVE = ("succeeded", "submitting", "unknown", "included")
 DAY = timedelta(hours=24)
 
 

@@ -7,6 +7,14 @@ every block of a window the chain has left behind means "not included". Stake, b
 and nonce changes are never read as an outcome: emissions, other trades and other
 signers move them too.
 
+The hash in a finalized block whose outcome cannot be read there (its events pruned, or
+no ExtrinsicSuccess / ExtrinsicFailed event for it; an error reply after a few sweeps) is
+recorded `included`: nothing of it can still be pending, so the coldkey's lane reopens,
+while its amount still counts as exposure (cooldown, daily limit) until an operator
+settles it (`python -m pipeline settle`). A row without a stored hash and window (left by
+an older release) cannot be proven either way and keeps the lane closed until an
+operator settles it.
+
 A sweep is bounded (rows per sweep, blocks per search, a timeout per chain call) and a
 row that raises is counted on the row (`settle_attempts`, `settle_error`) and skipped,
 never stopping the rows behind it.
@@ -21,7 +29,7 @@ from loguru import logger
 from tortoise.expressions import F
 
 from pipeline.stages.records import set_status
-from shared.chain.staking_types import StakeClient, StakeOutcome
+from shared.chain.staking_types import Inclusion, StakeClient, StakeOutcome
 from shared.db.models import StakeAction
 from shared.ids import utcnow
 from shared.settings import Settings
@@ -30,6 +38,10 @@ UNSETTLED = ("submitting", "unknown")
 SWEEP_LIMIT = 50
 # Blocks past the window's end before "not found" is final (a late finality notice).
 NOT_INCLUDED_MARGIN_BLOCKS = 4
+# Sweeps that may meet an error reply reading a found extrinsic's events before it is
+# recorded `included` (pruned state or a missing event: at once).
+UNREADABLE_ATTEMPTS = 3
+SETTLE_COMMAND = "python -m pipeline settle {trade_id} --status succeeded|failed --reason TEXT"
 
 Announce = Callable[[StakeAction], Awaitable[None]]
 
@@ -129,8 +141,9 @@ class Settlement:
         )
         if extrinsic_hash is None or start is None or end is None:
             raise SettlementError(
-                "no extrinsic hash and mortality window recorded: its outcome cannot be "
-                "proven; needs an operator"
+                "no extrinsic hash and mortality window recorded (left by an older release): "
+                "its outcome cannot be proven and the coldkey's lane stays closed; needs an "
+                "operator: " + SETTLE_COMMAND.format(trade_id=action.trade_id)
             )
         first = max(start, self._scanned.get(action.id, start - 1) + 1)
         search = await self._staker.find_extrinsic(extrinsic_hash, first, end)
@@ -140,6 +153,8 @@ class Settlement:
             if not outcome.success:
                 reason += "; " + failure_reason(outcome, self._settings.slippage_tolerance)
             return await self._finish(action, outcome, reason)
+        if search.included is not None:
+            return await self._included(action, search.included)
         self._scanned[action.id] = search.scanned_to
         if search.scanned_to >= end and search.head > end + NOT_INCLUDED_MARGIN_BLOCKS:
             outcome = StakeOutcome(
@@ -159,6 +174,39 @@ class Settlement:
             era_end_block=end,
         )
         return False
+
+    async def _included(self, action: StakeAction, found: Inclusion) -> bool:
+        if found.transient and action.settle_attempts + 1 < UNREADABLE_ATTEMPTS:
+            raise SettlementError(
+                f"found in block {found.block}, its outcome not readable yet: {found.problem}"
+            )
+        self._scanned.pop(action.id, None)
+        reason = (
+            f"included in block {found.block} (extrinsic {found.index}); outcome unreadable "
+            "(events pruned?); check the block explorer, then record it with: "
+            + SETTLE_COMMAND.format(trade_id=action.trade_id)
+        )
+        updated = await StakeAction.filter(id=action.id, status__in=UNSETTLED).update(
+            status="included",
+            success=None,
+            message="included; outcome unreadable",
+            block=found.block,
+            block_hash=found.block_hash,
+            reason=reason,
+            settle_error=found.problem[:1000],
+            updated_at=utcnow(),
+        )
+        if not updated:
+            return False
+        await action.refresh_from_db()
+        await set_status(action.trade_id, "included", reason)
+        logger.bind(trade_id=action.trade_id, stage="stake").error(
+            "stake action included with an unreadable outcome; needs an operator",
+            block=found.block,
+            problem=found.problem,
+        )
+        await self._announce(action)
+        return True
 
     async def _finish(self, action: StakeAction, outcome: StakeOutcome, reason: str) -> bool:
         self._scanned.pop(action.id, None)

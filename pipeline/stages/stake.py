@@ -16,8 +16,13 @@ Safety rules (the stage acts with real money):
   with the row before it is sent; a row left `submitting` or `unknown` is settled
   only by finding that hash in a block (pipeline/stages/settlement.py), never from
   stake, balance or nonce changes, and never resubmitted;
-- one extrinsic at a time per coldkey (pipeline/stages/lane.py): a renewed lease,
-  and no signing while one of the coldkey's extrinsics is unsettled;
+- one extrinsic at a time per coldkey (pipeline/stages/lane.py): while one of the
+  coldkey's extrinsics is unsettled the trade waits before any chain read; a renewed
+  lease with a deadline, checked before signing and again before the row is stored; and
+  the database refuses a second unsettled row of one coldkey (a partial unique index),
+  which reads as "wait", nothing sent;
+- an extrinsic found in a block whose outcome cannot be read is `included`: counted as
+  exposure, off the lane, flagged for an operator (`python -m pipeline settle`);
 - kill switch (STAKING_ENABLED), dry run (STAKE_DRY_RUN), amount capped at
   STAKE_MAX_TAO, free balance checked before adding, held stake checked (and
   the TAO amount converted to alpha at the current price) before removing;
@@ -37,11 +42,12 @@ from tortoise.exceptions import IntegrityError
 
 from pipeline.stages import risk
 from pipeline.stages.decision import Decision, alpha_for_tao, decide, tao
-from pipeline.stages.lane import ColdkeyLane, Lease
+from pipeline.stages.lane import ColdkeyLane, Lease, ensure_no_unsettled
 from pipeline.stages.records import Publisher, parse_event, set_status
 from pipeline.stages.settlement import Settlement, failure_reason, record_outcome
-from pipeline.worker import Drop, Retry, StreamEntry
+from pipeline.worker import Drop, Retry, StreamEntry, Unavailable
 from shared.chain.staking_types import (
+    ChainNotConnected,
     OrderDirection,
     StakeClient,
     StakeOrder,
@@ -54,7 +60,8 @@ from shared.events import SentimentScored, StakeExecuted
 from shared.ids import utcnow
 from shared.settings import Settings
 
-TERMINAL = {"succeeded", "failed", "skipped", "dry_run", "rejected"}
+# `included`: in a finalized block, outcome unreadable; never submitted again.
+TERMINAL = {"succeeded", "failed", "skipped", "dry_run", "rejected", "included"}
 UNSETTLED = {"submitting", "unknown"}
 MISSING_ROW_DELIVERIES = 2  # deliveries that may find no stored rows before the refusal
 
@@ -168,16 +175,19 @@ class StakeStage:
             )
             return
         staker = self._staker
+        # Before any chain read or lease: while the lane is closed (an unsettled extrinsic,
+        # up to its mortality window) a waiting trade costs one query per retry.
+        await ensure_no_unsettled(staker.coldkey)
         async with self._coldkey_lock(staker.coldkey):
-            await self._submit(event, decision, staker)
+            await self._submit(event, decision, staker, trade)
 
     @contextlib.asynccontextmanager
     async def _coldkey_lock(self, coldkey: str) -> AsyncIterator[None]:
         """The coldkey's lease, renewed while held (`Unavailable` when it cannot be had).
 
-        The lane itself opens only in `_submit`, just before signing, when no extrinsic of
-        the coldkey is unsettled: a handler timeout releases the lease, never the lane.
-        Refusals (caps, balance, dry run) need no open lane and are not held up by it."""
+        The lane itself opens only when no extrinsic of the coldkey is unsettled (checked
+        before the lease, under it, and just before signing): a handler timeout releases
+        the lease, never the lane."""
         async with self._lane.hold(coldkey) as lease:
             self._leases[coldkey] = lease
             try:
@@ -186,11 +196,18 @@ class StakeStage:
                 self._leases.pop(coldkey, None)
 
     async def _submit(
-        self, event: SentimentScored, decision: Decision, staker: StakeClient
+        self, event: SentimentScored, decision: Decision, staker: StakeClient, trade: Trade
     ) -> None:
         if await StakeAction.exists(trade_id=event.trade_id):
             # Another consumer executed this trade while we waited for the coldkey lock.
             raise Retry("stake action recorded while waiting for the lock", defer_s=0)
+        lease = self._leases[staker.coldkey]
+        await self._lane.ensure_open(lease)
+        # The wait for the lease may have taken the trade past its age limit.
+        refusal = risk.stale(trade.created_at, utcnow(), self._settings)
+        if refusal is not None:
+            await self._finish(event, decision, "skipped", refusal, coldkey=staker.coldkey)
+            return
         # Under the coldkey lock: this wallet's other trades have stored their rows.
         refusal = await risk.check_history(
             event.netuid,
@@ -218,6 +235,14 @@ class StakeStage:
         if refusal is not None:
             await self._finish(event, decision, "skipped", refusal, **fields)
             return
+        direction: OrderDirection = "add" if decision.direction == "add" else "remove"
+        try:
+            limit = limit_price_rao(
+                direction, event.netuid, account.alpha_price_rao, self._settings.slippage_tolerance
+            )
+        except ValueError as exc:  # no usable price: nothing can be sized or protected
+            await self._finish(event, decision, "skipped", f"{exc}: nothing submitted", **fields)
+            return
         if decision.direction == "add":
             spendable = account.free_rao - account.existential_deposit_rao
             if spendable < decision.amount_rao:
@@ -243,21 +268,6 @@ class StakeStage:
             amount_alpha = min(
                 alpha_for_tao(decision.amount_rao, account.alpha_price_rao), account.stake_rao
             )
-        direction: OrderDirection = "add" if decision.direction == "add" else "remove"
-        try:
-            limit = limit_price_rao(
-                direction, event.netuid, account.alpha_price_rao, self._settings.slippage_tolerance
-            )
-        except ValueError as exc:
-            await self._finish(
-                event,
-                decision,
-                "skipped",
-                f"{exc}: nothing submitted",
-                amount_alpha=amount_alpha,
-                **fields,
-            )
-            return
         fields["limit_price_rao"] = limit
         if self._settings.stake_dry_run:
             what = "add_stake_limit" if decision.direction == "add" else "remove_stake_limit"
@@ -284,9 +294,17 @@ class StakeStage:
             allow_partial=self._settings.allow_partial_stake,
         )
         # Under the lease: no second extrinsic while one of this coldkey's is unsettled.
-        await self._lane.ensure_open(self._leases[staker.coldkey])
+        await self._lane.ensure_open(lease)
         # Signed, not sent: a chain error here leaves nothing to settle.
         signed = await staker.sign(order)
+        if signed.nonce < account.nonce:
+            # The nonce only grows: a lower one is a bad read, and the pool would answer
+            # "outdated" (an unknown outcome closing the lane). Nothing sent.
+            raise Unavailable(
+                f"signed with nonce {signed.nonce} below the account's {account.nonce}; "
+                "nothing sent"
+            )
+        lease.ensure_held("after signing")  # signing took time; the row fences from here
         try:
             action = await StakeAction.create(
                 trade_id=event.trade_id,
@@ -306,9 +324,16 @@ class StakeStage:
                 **fields,
             )
         except IntegrityError as exc:
-            # Another consumer holds this trade; look again once it has settled.
-            raise Retry(
-                "stake action already being executed by another consumer", defer_s=2
+            if await StakeAction.exists(trade_id=event.trade_id):
+                # Another consumer holds this trade; look again once it has settled.
+                raise Retry(
+                    "stake action already being executed by another consumer", defer_s=2
+                ) from exc
+            # The database fence: another extrinsic of this coldkey is unsettled (its
+            # holder slipped in past the lease). Ours was never sent; wait for the lane.
+            raise Unavailable(
+                "coldkey lane closed: another unsettled extrinsic of this coldkey is stored; "
+                "nothing sent"
             ) from exc
         await set_status(event.trade_id, "submitting")
         log = logger.bind(trade_id=event.trade_id, stage="stake")
@@ -324,6 +349,9 @@ class StakeStage:
             outcome = await asyncio.wait_for(
                 staker.submit(signed), self._settings.stake_submit_timeout_s
             )
+        except ChainNotConnected as exc:
+            await self._not_sent(event, action, exc)
+            return
         except (ChainError, TimeoutError) as exc:
             reason = (
                 f"outcome unknown ({type(exc).__name__}: {exc}); settled from the chain by "
@@ -337,6 +365,26 @@ class StakeStage:
             log.warning("{}", reason)
             return
         await self._record_outcome(event, action, outcome)
+
+    async def _not_sent(
+        self, event: SentimentScored, action: StakeAction, exc: ChainNotConnected
+    ) -> None:
+        """The chain client had no connection, so `submit` sent nothing: the row ends
+        `failed` at once (its nonce unused, the lane open again). Not retried in place: the
+        row stays as the record of what was signed, and a trade is never submitted twice."""
+        reason = (
+            f"not sent: {exc.message}; nothing was submitted (nonce {action.extrinsic_nonce} "
+            "unused), not retried"
+        )
+        marked = await StakeAction.filter(id=action.id, status="submitting").update(
+            status="failed", success=False, message="not sent", reason=reason, updated_at=utcnow()
+        )
+        if not marked:
+            return
+        await action.refresh_from_db()
+        await set_status(event.trade_id, "failed", reason)
+        logger.bind(trade_id=event.trade_id, stage="stake").warning("{}", reason)
+        await self._announce(event, action)
 
     async def _record_outcome(
         self, event: SentimentScored, action: StakeAction, outcome: StakeOutcome

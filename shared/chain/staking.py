@@ -6,7 +6,13 @@ call (`add_stake_limit` / `remove_stake_limit`, the SDK's safe staking) is compo
 and signed first, with the nonce of System.Account at the head block and a mortal era
 anchored there; the stake stage stores hash, nonce and window, then `submit` sends it.
 An outcome that did not come back is learned only by finding that hash in a block of
-its window (`find_extrinsic`) and reading its ExtrinsicSuccess / ExtrinsicFailed event.
+its window (`find_extrinsic`) and reading its ExtrinsicSuccess / ExtrinsicFailed event;
+found without a readable one (state pruned, an error reply) it is reported as included
+with its outcome unknown, never as a success or failure.
+
+Storage is read with `query_multi`, which raises on a JSON-RPC error reply; the SDK's
+`query` would decode that reply as the storage default (free balance 0, nonce 0, no
+events).
 
 MEV protection is off: its encrypted path needs a revealing validator set, which
 neither the test network's public nodes nor a local node provide.
@@ -23,6 +29,7 @@ from shared.chain.staking_types import (
     ERA_PERIOD_BLOCKS,
     AccountState,
     ExtrinsicSearch,
+    Inclusion,
     SignedStake,
     StakeClient,
     StakeOrder,
@@ -74,32 +81,142 @@ def pool_verdict(error: object) -> str | None:
     return "PoolRejected"
 
 
-async def _receipt_outcome(substrate: Any, receipt: Any, extrinsic_hash: str) -> StakeOutcome:
-    """The outcome from the extrinsic's own events in its block."""
-    success = bool(await receipt.is_success)
-    fee = int(await receipt.total_fee_amount)
-    block = receipt.block_number
-    if block is None:
-        block = await substrate.get_block_number(receipt.block_hash)
+class _Unreadable(Exception):
+    """The extrinsic is in the block, but its outcome cannot be read there."""
+
+    def __init__(self, problem: str, *, transient: bool) -> None:
+        super().__init__(problem)
+        self.problem = problem
+        self.transient = transient
+
+
+def _pruned(error: BaseException) -> bool:
+    """The node no longer keeps that block's state (a later read will not do better)."""
+    from async_substrate_interface.errors import StateDiscardedError
+
+    return isinstance(error, StateDiscardedError) or "State already discarded" in str(error)
+
+
+async def _storage_value(
+    substrate: Any, module: str, name: str, params: list[Any], block_hash: str
+) -> Any:
+    """One storage value at `block_hash`; an error reply raises.
+
+    `substrate.query` decodes a JSON-RPC error answer as the storage default (a free
+    balance of 0, nonce 0, no events); `query_multi` raises `SubstrateRequestException`
+    instead. A key that is absent from storage still reads as its default."""
+    key = await substrate.create_storage_key(module, name, params, block_hash=block_hash)
+    pairs = await substrate.query_multi([key], block_hash=block_hash)
+    if len(pairs) != 1:
+        raise ChainUnavailable(f"{module}.{name}: the node answered {len(pairs)} values for 1 key")
+    return _scalar(pairs[0][1])
+
+
+async def _system_account(substrate: Any, coldkey: str, block_hash: str) -> dict[str, Any]:
+    """System.Account of `coldkey`; an error reply is `ChainUnavailable` (waited out), never
+    a zero balance or nonce."""
+    from async_substrate_interface.errors import SubstrateRequestException
+
+    try:
+        value = await _storage_value(substrate, "System", "Account", [coldkey], block_hash)
+    except SubstrateRequestException as exc:
+        raise ChainUnavailable(f"System.Account unreadable: {exc}"[:300]) from exc
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or "nonce" not in value:
+        raise ChainUnavailable("System.Account: unexpected value from the node")
+    return value
+
+
+async def _index_in_block(
+    substrate: Any, block_hash: str, target: str, timeout_s: float
+) -> int | None:
+    """The index of the extrinsic with hash `target` in the block, or None."""
+    reply = await asyncio.wait_for(substrate.rpc_request("chain_getBlock", [block_hash]), timeout_s)
+    extrinsics = ((reply.get("result") or {}).get("block") or {}).get("extrinsics")
+    if extrinsics is None:
+        raise ChainUnavailable(f"block {block_hash} not served by the node")
+    for index, raw in enumerate(extrinsics):
+        if _hash_of(str(raw)) == target:
+            return index
+    return None
+
+
+async def _failure(substrate: Any, block_hash: str, event: dict[str, Any]) -> tuple[str, str]:
+    """(error name, message) of an ExtrinsicFailed event."""
+    from async_substrate_interface.utils.receipt import (
+        build_system_error_message,
+        extract_failure_details,
+        normalize_module_error,
+    )
+
+    details = extract_failure_details(event)
+    error: Any = details["error_message"]
+    dispatch_error = details["dispatch_error"]
+    if error is None and dispatch_error is not None:
+        module_error = normalize_module_error(dispatch_error)
+        if module_error is not None:
+            runtime = await substrate.init_runtime(block_hash=block_hash)
+            found = runtime.metadata.get_module_error(
+                module_index=module_error["module_index"],
+                error_index=module_error["error_index"],
+            )
+            error = {"name": found.name, "docs": found.docs}
+        else:
+            error = build_system_error_message(dispatch_error)
+    if not isinstance(error, dict):
+        return "DispatchError", str(dispatch_error if error is None else error)
+    name = str(error.get("name") or "DispatchError")
+    docs = error.get("docs") or ""
+    docs = " ".join(map(str, docs)) if isinstance(docs, list | tuple) else str(docs)
+    return name, f"{name}: {docs}" if docs else name
+
+
+async def _outcome_in_block(
+    substrate: Any, block_hash: str, block: int, index: int, extrinsic_hash: str
+) -> StakeOutcome:
+    """The outcome from the extrinsic's own ExtrinsicSuccess / ExtrinsicFailed event.
+
+    Raises `_Unreadable` when the block's events cannot be read or hold no such event
+    for `index`: an outcome is never assumed from the absence of one."""
+    from async_substrate_interface.errors import SubstrateRequestException
+    from async_substrate_interface.utils.receipt import (
+        extract_fallback_deposit_fee_amount,
+        extract_total_fee_amount,
+        is_extrinsic_failure_event,
+        is_extrinsic_success_event,
+    )
+
+    try:
+        events = await _storage_value(substrate, "System", "Events", [], block_hash)
+    except SubstrateRequestException as exc:
+        raise _Unreadable(
+            f"events of block {block} unreadable: {exc}"[:300], transient=not _pruned(exc)
+        ) from exc
+    mine = [e for e in events or [] if isinstance(e, dict) and e.get("extrinsic_idx") == index]
+    verdicts = [e for e in mine if is_extrinsic_success_event(e) or is_extrinsic_failure_event(e)]
+    if not verdicts:
+        raise _Unreadable(
+            f"no ExtrinsicSuccess/ExtrinsicFailed event for extrinsic {index} among the "
+            f"{len(events or [])} events of block {block}",
+            transient=False,
+        )
+    fee, fee_event = extract_total_fee_amount(mine)
+    if not fee_event:
+        fee = sum(extract_fallback_deposit_fee_amount(e) for e in mine)
+    failed = next((e for e in verdicts if is_extrinsic_failure_event(e)), None)
     error_name: str | None = None
     message = "Success"
-    if not success:
-        error = await receipt.error_message
-        if isinstance(error, dict):
-            error_name = str(error.get("name") or "DispatchError")
-            docs = error.get("docs") or ""
-            docs = " ".join(map(str, docs)) if isinstance(docs, list | tuple) else str(docs)
-            message = f"{error_name}: {docs}" if docs else error_name
-        else:
-            error_name, message = "DispatchError", str(error)
+    if failed is not None:
+        error_name, message = await _failure(substrate, block_hash, failed)
     return StakeOutcome(
-        success=success,
+        success=failed is None,
         message=message,
         error_name=error_name,
         extrinsic_hash=extrinsic_hash,
-        block_hash=str(receipt.block_hash),
-        block=int(block),
-        fee_rao=fee,
+        block_hash=block_hash,
+        block=block,
+        fee_rao=int(fee),
     )
 
 
@@ -130,10 +247,7 @@ class SubtensorStaker:
         async def read(subtensor: Any) -> AccountState:
             block_hash = str(await subtensor.substrate.get_chain_head())
             block = int(await subtensor.substrate.get_block_number(block_hash))
-            info = await subtensor.substrate.query(
-                "System", "Account", [self._coldkey], block_hash=block_hash
-            )
-            account = _scalar(info) or {}
+            account = await _system_account(subtensor.substrate, self._coldkey, block_hash)
             stake = await subtensor.get_stake(self._coldkey, hotkey, netuid, block_hash=block_hash)
             price = await subtensor.get_subnet_price(netuid, block_hash=block_hash)
             deposit = await subtensor.get_existential_deposit(block_hash=block_hash)
@@ -155,9 +269,10 @@ class SubtensorStaker:
             head_hash = str(await substrate.get_chain_head())
             head = int(await substrate.get_block_number(head_hash))
             # System.Account at the pinned head, not the SDK's per-process nonce cache
-            # (which counts pool transactions and increments on its own).
-            info = await substrate.query("System", "Account", [self._coldkey], block_hash=head_hash)
-            nonce = int((_scalar(info) or {}).get("nonce", 0))
+            # (which counts pool transactions and increments on its own); an error reply
+            # raises rather than signing with nonce 0.
+            account = await _system_account(substrate, self._coldkey, head_hash)
+            nonce = int(account.get("nonce", 0))
             amount_arg = "amount_staked" if order.direction == "add" else "amount_unstaked"
             call = await substrate.compose_call(
                 call_module=PALLET,
@@ -211,15 +326,26 @@ class SubtensorStaker:
                     error_name=verdict,
                     extrinsic_hash=signed.extrinsic_hash,
                 )
-            return await _receipt_outcome(subtensor.substrate, receipt, signed.extrinsic_hash)
+            substrate = subtensor.substrate
+            block_hash = str(receipt.block_hash)
+            target = signed.extrinsic_hash.lower()
+            index = await _index_in_block(substrate, block_hash, target, self._call_timeout)
+            if index is None:
+                raise ChainUnavailable(f"finalized block {block_hash} does not hold the extrinsic")
+            block = receipt.block_number
+            if block is None:
+                block = await substrate.get_block_number(block_hash)
+            try:
+                return await _outcome_in_block(substrate, block_hash, int(block), index, target)
+            except _Unreadable as exc:
+                # Included, outcome unreadable: left to settlement, which reads it again.
+                raise ChainUnavailable(f"included in block {block}; {exc.problem}") from exc
 
         return await self._chain.call("submit", send, timeout_s=self._submit_timeout)
 
     async def find_extrinsic(
         self, extrinsic_hash: str, from_block: int, to_block: int
     ) -> ExtrinsicSearch:
-        from async_substrate_interface.async_substrate import AsyncExtrinsicReceipt
-
         target = extrinsic_hash.lower()
 
         async def search(subtensor: Any) -> ExtrinsicSearch:
@@ -237,19 +363,11 @@ class SubtensorStaker:
 
             async def look(number: int) -> tuple[int, str, int] | None:
                 async with limit:
-                    block_hash = await asyncio.wait_for(
-                        substrate.get_block_hash(number), self._call_timeout
+                    block_hash = str(
+                        await asyncio.wait_for(substrate.get_block_hash(number), self._call_timeout)
                     )
-                    reply = await asyncio.wait_for(
-                        substrate.rpc_request("chain_getBlock", [block_hash]), self._call_timeout
-                    )
-                extrinsics = ((reply.get("result") or {}).get("block") or {}).get("extrinsics")
-                if extrinsics is None:
-                    raise ChainUnavailable(f"block {number} not served by the node")
-                for index, raw in enumerate(extrinsics):
-                    if _hash_of(str(raw)) == target:
-                        return number, str(block_hash), index
-                return None
+                    index = await _index_in_block(substrate, block_hash, target, self._call_timeout)
+                return None if index is None else (number, block_hash, index)
 
             try:
                 async with asyncio.TaskGroup() as group:
@@ -260,16 +378,14 @@ class SubtensorStaker:
             if found is None:
                 return ExtrinsicSearch(None, last, head)
             number, block_hash, index = found
-            receipt = AsyncExtrinsicReceipt(
-                substrate=substrate,
-                extrinsic_hash=target,
-                block_hash=block_hash,
-                block_number=number,
-                extrinsic_idx=index,
-            )
-            outcome = await asyncio.wait_for(
-                _receipt_outcome(substrate, receipt, target), self._call_timeout
-            )
+            try:
+                outcome = await asyncio.wait_for(
+                    _outcome_in_block(substrate, block_hash, number, index, target),
+                    self._call_timeout,
+                )
+            except _Unreadable as exc:
+                included = Inclusion(number, block_hash, index, exc.problem, exc.transient)
+                return ExtrinsicSearch(None, last, head, included)
             return ExtrinsicSearch(outcome, last, head)
 
         return await self._chain.call("find_extrinsic", search, timeout_s=self._submit_timeout)

@@ -5,11 +5,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from shared.errors import ChainUnavailable
+
 RAO_PER_TAO = 1_000_000_000
 # bittensor's DEFAULT_PERIOD: a signed extrinsic not included within it can never be.
 ERA_PERIOD_BLOCKS = 128
 
 OrderDirection = Literal["add", "remove"]
+
+
+class ChainNotConnected(ChainUnavailable):
+    """No connection to the chain, known before anything was sent: raised by a call that
+    never reached the node. From `submit` it proves the extrinsic was not sent (its nonce is
+    unused); every other `ChainUnavailable` from `submit` may follow a send. To API callers
+    it is the same `chain_unavailable` as any other outage."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,12 +76,26 @@ class StakeOutcome:
 
 
 @dataclass(frozen=True, slots=True)
+class Inclusion:
+    """The extrinsic is in a finalized block, but its outcome could not be read there:
+    no ExtrinsicSuccess / ExtrinsicFailed event for its index, or the block's events
+    unreadable (state pruned, an error reply)."""
+
+    block: int
+    block_hash: str
+    index: int
+    problem: str  # why the outcome is unreadable
+    transient: bool = False  # an error reply that a later read may not meet (not pruned)
+
+
+@dataclass(frozen=True, slots=True)
 class ExtrinsicSearch:
     """One bounded look for an extrinsic hash in a range of finalized blocks."""
 
     outcome: StakeOutcome | None  # found: its ExtrinsicSuccess / ExtrinsicFailed outcome
     scanned_to: int  # every block up to here (inclusive) was looked at
     head: int  # the finalized head when the search ran
+    included: Inclusion | None = None  # found, outcome unreadable (`outcome` is None)
 
 
 def limit_price_rao(
@@ -93,9 +116,11 @@ def limit_price_rao(
 class StakeClient(Protocol):
     """Stake operations of one wallet. Raise only `shared.errors.ChainError` subclasses.
 
-    `sign` sends nothing. `submit` raises `ChainTimeout` / `ChainUnavailable` when the
-    outcome cannot be known (it may have been sent); a pool refusal or a dispatch error
-    is a known failure returned as an outcome.
+    `sign` sends nothing. `submit` raises `ChainNotConnected` when nothing was sent, and
+    `ChainTimeout` / `ChainUnavailable` when the outcome cannot be known (it may have been
+    sent, or included with events that cannot be read); a pool refusal or a dispatch error
+    is a known failure returned as an outcome. A read that meets an error reply raises
+    `ChainUnavailable`: it never stands in for a zero balance or nonce.
     """
 
     @property
@@ -114,5 +139,7 @@ class StakeClient(Protocol):
     async def find_extrinsic(
         self, extrinsic_hash: str, from_block: int, to_block: int
     ) -> ExtrinsicSearch:
-        """Look for the hash in finalized blocks [from_block, to_block], bounded."""
+        """Look for the hash in finalized blocks [from_block, to_block], bounded. Found with
+        its ExtrinsicSuccess / ExtrinsicFailed event: `outcome`; found without a readable
+        one: `included`."""
         ...

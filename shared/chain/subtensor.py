@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from loguru import logger
 
+from shared.chain.staking_types import ChainNotConnected
 from shared.chain.types import ChainStatus, DividendEntry, DividendSnapshot, DividendStorage
 from shared.errors import ChainError, ChainTimeout, ChainUnavailable, StorageUnsupported
 from shared.settings import Settings
@@ -157,10 +158,13 @@ class SubtensorChain:
     async def call(
         self, op: str, fn: Callable[[Any], Awaitable[T]], *, timeout_s: float | None = None
     ) -> T:
-        """Run `fn(async_subtensor)` with a timeout, mapping SDK errors to `ChainError`s."""
+        """Run `fn(async_subtensor)` with a timeout, mapping SDK errors to `ChainError`s.
+
+        `ChainNotConnected` (a `ChainUnavailable`) is raised only here, before `fn` runs:
+        nothing reached the node."""
         subtensor = self._subtensor
         if subtensor is None:
-            raise ChainUnavailable(f"chain {self._network} is not connected ({self._last_error})")
+            raise ChainNotConnected(f"chain {self._network} is not connected ({self._last_error})")
         timeout = self._timeout if timeout_s is None else timeout_s
         try:
             result = await asyncio.wait_for(fn(subtensor), timeout)

@@ -95,6 +95,8 @@ class Faults:
     drop_on: Counter[str] = field(default_factory=Counter)
     close_on: Counter[str] = field(default_factory=Counter)
     error_on: Counter[str] = field(default_factory=Counter)
+    # storage item key prefix -> reads of it answered with a JSON-RPC error
+    error_storage: Counter[bytes] = field(default_factory=Counter)
     fail_next: deque[DispatchFailed] = field(default_factory=deque)
     reject_next: deque[Rejected] = field(default_factory=deque)
     drop_after: Counter[str] = field(default_factory=Counter)
@@ -370,6 +372,21 @@ class DevChain:
     def error_on(self, method: str = "*", times: int = 1) -> None:
         """Raise inside the handler of `method`: must come back as a JSON-RPC error."""
         self.faults.error_on[method] += times
+
+    def error_on_storage(self, pallet: str, name: str, times: int = 1) -> None:
+        """Answer the next `times` storage reads (`state_getStorage(At)`,
+        `state_queryStorageAt`) touching `pallet.name` with a JSON-RPC error, as a node
+        whose state backend fails for that item; other reads and the connection are fine."""
+        self.codec.storage_function(pallet, name)  # unknown items fail here
+        self.faults.error_storage[_item_prefix(pallet, name)] += times
+
+    def _storage_fault(self, keys: Iterable[bytes]) -> None:
+        counter = self.faults.error_storage
+        for key in keys:
+            for prefix, left in counter.items():
+                if left > 0 and key.startswith(prefix):
+                    counter[prefix] -= 1
+                    raise RpcError(-32603, "Internal error", "injected storage read error")
 
     def fail_next_extrinsic(self, error: str, *, pallet: str = "SubtensorModule") -> None:
         """Include the next extrinsic but fail it with this module error (fee and nonce taken)."""
@@ -657,6 +674,7 @@ class DevChain:
             raise RpcError(-32602, "Invalid params", "expected [key, block_hash?]")
         state = self._block_at(params[1] if len(params) > 1 else None).state
         assert state is not None
+        self._storage_fault([_hex_bytes(params[0])])
         value = state.storage.get(_hex_bytes(params[0]))
         return None if value is None else "0x" + value.hex()
 
@@ -667,6 +685,7 @@ class DevChain:
             raise RpcError(-32602, "Invalid params", "expected [[keys], block_hash?]")
         block = self._block_at(params[1] if len(params) > 1 else None)
         assert block.state is not None
+        self._storage_fault(_hex_bytes(key) for key in params[0])
         changes = []
         for key in params[0]:
             value = block.state.storage.get(_hex_bytes(key))
@@ -880,6 +899,7 @@ class DevChain:
     def _rpc_dev_fault(self, connection: _Connection, params: Params) -> bool:
         """["stall", methods...] | ["unstall"] | ["delay", seconds, methods...] |
         ["drop_on", method] | ["close_on", method] | ["error_on", method] |
+        ["error_storage", pallet, name, times?] |
         ["fail_next", ErrorName] | ["reject_next", data?] | ["drop_after", method] |
         ["move_price", netuid, price_tao] | ["clear"]"""
         kind, rest = (str(params[0]), params[1:]) if params else ("", [])
@@ -891,6 +911,8 @@ class DevChain:
             self.delay(float(rest[0]), *map(str, rest[1:]))
         elif kind in ("drop_on", "close_on", "error_on", "drop_after"):
             getattr(self, kind)(str(rest[0]) if rest else "*")
+        elif kind == "error_storage":
+            self.error_on_storage(str(rest[0]), str(rest[1]), int(rest[2]) if len(rest) > 2 else 1)
         elif kind == "fail_next":
             self.fail_next_extrinsic(str(rest[0]))
         elif kind == "reject_next":
@@ -902,6 +924,17 @@ class DevChain:
         else:
             raise RpcError(-32602, "Invalid params", f"unknown fault {kind!r}")
         return True
+
+
+def _item_prefix(pallet: str, name: str) -> bytes:
+    """twox128(pallet) ++ twox128(name): the key prefix of every entry of a storage item."""
+    import xxhash  # the SDK's own storage-key hasher
+
+    def twox128(text: str) -> bytes:
+        data = text.encode()
+        return b"".join(xxhash.xxh64(data, seed=seed).digest()[::-1] for seed in (0, 1))
+
+    return twox128(pallet) + twox128(name)
 
 
 def _hex_bytes(value: Any) -> bytes:

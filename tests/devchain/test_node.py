@@ -68,6 +68,21 @@ class TestRpc:
         assert again["result"] == node.head.hash
         assert node.open_connections == 1
 
+    async def test_a_storage_item_fault_answers_errors_for_that_item_only(
+        self, node: DevChain, client: Client
+    ) -> None:
+        events = "0x" + node.codec.storage_key("System", "Events").hex()
+        number = "0x" + node.codec.storage_key("System", "Number").hex()
+        node.error_on_storage("System", "Events", times=2)
+        by_key = await client.call("state_getStorage", events)
+        other = await client.call("state_getStorage", number)
+        batched = await client.call("state_queryStorageAt", [number, events], node.head.hash)
+        again = await client.call("state_queryStorageAt", [events], node.head.hash)
+
+        assert by_key["error"]["code"] == batched["error"]["code"] == -32603
+        assert "result" in other and "result" in again
+        assert node.open_connections == 1
+
     async def test_unknown_method_and_unknown_runtime_api_are_errors(self, client: Client) -> None:
         unknown = await client.call("state_doesNotExist")
         api = await client.call("state_call", "NoSuchApi_method", "0x", None)

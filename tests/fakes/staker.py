@@ -8,13 +8,16 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from shared.chain.staking_types import (
     ERA_PERIOD_BLOCKS,
     RAO_PER_TAO,
     AccountState,
+    ChainNotConnected,
     ExtrinsicSearch,
+    Inclusion,
     SignedStake,
     StakeOrder,
     StakeOutcome,
@@ -50,6 +53,13 @@ class FakeStaker:
         self.drop_next = False  # never reaches the chain, and the answer is lost
         self.move_price_next: tuple[int, int] | None = None  # (netuid, rao) before inclusion
         self.search_errors: dict[str, Exception] = {}  # hash -> raised by find_extrinsic
+        # included, then its events cannot be read: submit's answer is lost (unknown) and
+        # find_extrinsic finds the hash without an outcome; (problem, transient)
+        self.unreadable_next: tuple[str, bool] | None = None
+        self.unreadable: dict[str, tuple[str, bool]] = {}  # hash -> (problem, transient)
+        self.not_connected_next = False  # submit finds no connection: nothing is sent
+        self.sign_nonce_next: int | None = None  # the next sign uses this nonce (a bad read)
+        self.on_sign: Callable[[SignedStake], Awaitable[None]] | None = None  # after signing
         self.delay_s = 0.0
 
     @property
@@ -80,21 +90,28 @@ class FakeStaker:
 
     async def sign(self, order: StakeOrder) -> SignedStake:
         self.calls["sign"] += 1
+        nonce = self.nonce if self.sign_nonce_next is None else self.sign_nonce_next
+        self.sign_nonce_next = None
         digest = hashlib.blake2b(
-            f"{COLDKEY}/{self.nonce}/{self.block}/{order}".encode(), digest_size=32
+            f"{COLDKEY}/{nonce}/{self.block}/{order}/{len(self.signed)}".encode(), digest_size=32
         ).hexdigest()
         signed = SignedStake(
             order=order,
             extrinsic_hash=f"0x{digest}",
-            nonce=self.nonce,
+            nonce=nonce,
             era_start_block=self.block,
             era_end_block=self.block + self.era_period,
         )
         self.signed.append(signed)
+        if self.on_sign is not None:
+            await self.on_sign(signed)
         return signed
 
     async def submit(self, signed: SignedStake) -> StakeOutcome:
         self.calls["submit"] += 1
+        if self.not_connected_next:  # as SubtensorChain.call: raised before anything is sent
+            self.not_connected_next = False
+            raise ChainNotConnected("chain ws://fake is not connected (ConnectionRefusedError)")
         order = signed.order
         self.extrinsics.append((order.direction, order.netuid, order.hotkey, order.amount_rao))
         if self.delay_s:
@@ -113,6 +130,12 @@ class FakeStaker:
             self.prices[netuid] = price
             self.move_price_next = None
         outcome = self._apply(signed)
+        if self.unreadable_next is not None:
+            self.unreadable[signed.extrinsic_hash] = self.unreadable_next
+            self.unreadable_next = None
+        if signed.extrinsic_hash in self.unreadable:
+            problem, _ = self.unreadable[signed.extrinsic_hash]
+            raise ChainUnavailable(f"included in block {outcome.block}; {problem}")
         if self.lose_next:
             self.lose_next = False
             raise ChainTimeout("chain did not answer submit within 1s")
@@ -162,5 +185,9 @@ class FakeStaker:
         last = min(to_block, self.block)
         for item in self.included:
             if item.extrinsic_hash == extrinsic_hash and from_block <= item.block <= last:
+                if extrinsic_hash in self.unreadable:
+                    problem, transient = self.unreadable[extrinsic_hash]
+                    found = Inclusion(item.block, f"0x{item.block:064x}", 0, problem, transient)
+                    return ExtrinsicSearch(None, last, self.block, found)
                 return ExtrinsicSearch(item.outcome, last, self.block)
         return ExtrinsicSearch(None, max(last, from_block - 1), self.block)

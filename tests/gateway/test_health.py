@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -30,6 +32,25 @@ async def test_readyz_checks_redis_db_and_chain(
     assert not_ready.status_code == 503
     assert not_ready.json()["checks"]["chain"]["ok"] is False
     assert not_ready.json()["checks"]["redis"]["ok"] is True
+
+
+async def test_concurrent_readyz_calls_share_one_chain_read(
+    client: httpx.AsyncClient, chain: FakeChain, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ "At most once a second" held only for calls one after another: 30 at once made 30."""
+    status = chain.status
+
+    async def slow_status() -> object:
+        await asyncio.sleep(0.05)  # a real node answers in milliseconds, not at once
+        return await status()
+
+    monkeypatch.setattr(chain, "status", slow_status)
+    answers = await asyncio.gather(*(client.get("/readyz") for _ in range(30)))
+    assert {answer.status_code for answer in answers} == {200}
+    assert {answer.json()["checks"]["chain"]["block"] for answer in answers} == {1000}
+    assert chain.calls["status"] == 1
+    answers = await asyncio.gather(*(client.get("/readyz") for _ in range(10)))
+    assert chain.calls["status"] == 1  # still within the second
 
 
 def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

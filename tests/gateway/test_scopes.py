@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 from pydantic import SecretStr
 
+from gateway import scopes
 from gateway.app import create_app
 from gateway.scopes import (
     Caller,
@@ -68,8 +71,26 @@ class TestStaticTokens:
             parse_static_tokens([":read"])
 
     def test_scopes_joined_with_a_comma_do_not_turn_a_scope_into_a_token(self) -> None:
-        with pytest.raises(ScopeError, match="entry 2 is the scope name 'trade'; join scopes"):
+        with pytest.raises(ScopeError, match="entry 2 is the scope list 'trade', not a token"):
             parse_static_tokens(["some-token-0123456789:read", "trade"])
+
+    @pytest.mark.parametrize(
+        "entry", ["read+trade+admin", "admin+read+trade", "READ+Trade+admin:read", "read+read+read"]
+    )
+    def test_a_scope_list_long_enough_to_pass_the_length_check_is_no_token(
+        self, entry: str
+    ) -> None:
+        """`read+trade+admin` is 16 characters: written without its token it used to become a
+        public, guessable token with every scope."""
+        with pytest.raises(ScopeError, match=r"entry 1 is the scope list .*, not a token"):
+            parse_static_tokens([entry])
+
+    def test_a_token_given_twice_is_refused(self) -> None:
+        with pytest.raises(ScopeError, match="entry 3 repeats the token of entry 1") as caught:
+            parse_static_tokens(
+                ["twice-token-0123456789:read", "other-token-0123456789", "twice-token-0123456789"]
+            )
+        assert "twice-token-0123456789" not in str(caught.value)
 
     def test_the_app_does_not_start_with_a_bad_entry(self, redis_url: str) -> None:
         settings = make_settings(
@@ -84,6 +105,16 @@ class TestStaticTokens:
         assert label == static_owner("secret-token-xyz") and label.startswith("static:")
         assert "secret" not in label and len(label) == len("static:") + 12
 
+    def test_owner_label_is_a_slow_kdf_not_a_plain_hash(self) -> None:
+        """The label is published (events, rows, admin answers): with an unsalted SHA-256 prefix
+        a weak static token could be brute-forced offline at billions of guesses a second."""
+        token = "weak-token-0000000001"
+        label = static_owner(token).removeprefix("static:")
+        assert label != hashlib.sha256(token.encode()).hexdigest()[:12]
+        assert scopes._OWNER_KDF["n"] >= 2**14 and scopes._OWNER_KDF["r"] >= 8
+        expected = hashlib.scrypt(token.encode(), salt=scopes._OWNER_KDF_SALT, **scopes._OWNER_KDF)
+        assert label == expected.hex()[:12]
+
     def test_the_bare_token_of_a_scoped_entry_is_masked_in_logs(self, redis_url: str) -> None:
         settings = make_settings(
             redis_url, "postgres://unused", api_tokens=SecretStr("secret-token-xyz:read")
@@ -92,8 +123,8 @@ class TestStaticTokens:
 
 
 class TestTradeWanted:
-    reader = Caller("r", frozenset({"read"}), "h")
-    trader = Caller("t", frozenset({"read", "trade"}), "h")
+    reader = Caller("r", frozenset({"read"}))
+    trader = Caller("t", frozenset({"read", "trade"}))
 
     def test_explicit_trade_needs_the_trade_scope(self) -> None:
         with pytest.raises(InsufficientScope) as caught:

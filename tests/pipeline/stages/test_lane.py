@@ -1,5 +1,6 @@
-"""The coldkey lane (pipeline/stages/lane.py): a renewed lease on real Redis, and the
-persisted unsettled rows that keep the lane closed whatever happens to the lease."""
+"""The coldkey lane (pipeline/stages/lane.py): a renewed lease on real Redis with its own
+deadline, a bounded wait, the persisted unsettled rows that keep the lane closed whatever
+happens to the lease, and the database index that refuses a second one."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import time
 
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from tortoise.exceptions import IntegrityError
 
 from pipeline.stages.lane import ColdkeyLane
 from pipeline.worker import Unavailable
@@ -66,3 +69,87 @@ async def test_an_unsettled_extrinsic_keeps_the_lane_closed(orm: str, redis: Red
     await StakeAction.filter(id=action.id).update(status="failed")
     async with lane.hold(COLDKEY) as lease:
         await lane.ensure_open(lease)
+
+
+async def test_a_lease_whose_renewals_keep_failing_is_not_trusted_past_its_deadline(
+    orm: str, redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis unreachable for the renewals: the key may lapse (and be taken) without any
+    LockError telling us, so `lost` is never set; the lease's own deadline refuses."""
+    lane = ColdkeyLane(redis, ttl_s=0.6, wait_s=0.1)
+    async with lane.hold(COLDKEY) as lease:
+        lease.ensure_held()
+
+        async def unreachable(*args: object, **kwargs: object) -> bool:
+            raise RedisConnectionError("Connection refused")
+
+        monkeypatch.setattr(lease.lock, "reacquire", unreachable)
+        await asyncio.sleep(0.75)  # past the TTL: two renewals failed
+        assert not lease.lost.is_set()
+        with pytest.raises(Unavailable, match="lease may have lapsed"):
+            lease.ensure_held()
+        with pytest.raises(Unavailable, match="lease may have lapsed"):
+            await lane.ensure_open(lease)
+
+
+async def test_waiting_in_the_process_queue_is_bounded(redis: Redis) -> None:
+    """A trade queued behind a long holder of the same coldkey gives up after `wait_s`
+    (Unavailable: waited out in place) instead of running into the handler timeout."""
+    lane = ColdkeyLane(redis, ttl_s=5, wait_s=0.3)
+    held = asyncio.Event()
+    release = asyncio.Event()
+
+    async def long_holder() -> None:
+        async with lane.hold(COLDKEY):
+            held.set()
+            await release.wait()
+
+    holder = asyncio.create_task(long_holder())
+    await held.wait()
+    started = time.monotonic()
+    try:
+        with pytest.raises(Unavailable, match="another trade of this coldkey holds the lane"):
+            async with asyncio.timeout(3):
+                async with lane.hold(COLDKEY):
+                    pass
+        waited = time.monotonic() - started
+    finally:
+        release.set()
+        await holder
+    assert 0.25 <= waited < 1.0
+    async with lane.hold(COLDKEY) as lease:  # released properly: free again
+        lease.ensure_held()
+
+
+async def test_the_database_refuses_a_second_unsettled_row_per_coldkey(orm: str) -> None:
+    """The fence that does not depend on the lease (migration 0004)."""
+
+    async def row(status: str, coldkey: str = COLDKEY) -> StakeAction:
+        trade = await Trade.create(trade_id=new_id(), netuid=3, hotkey=ALICE, source="api")
+        return await StakeAction.create(
+            trade=trade, netuid=3, hotkey=ALICE, direction="add", status=status, coldkey=coldkey
+        )
+
+    first = await row("unknown")
+    for status in ("submitting", "unknown"):
+        with pytest.raises(IntegrityError):
+            await row(status)
+    for status in ("succeeded", "failed", "included", "skipped"):
+        await row(status)  # settled rows never conflict
+    await row("submitting", "5SomeOtherColdkey")  # nor another coldkey's
+    await StakeAction.filter(id=first.id).update(status="failed")
+    await row("submitting")  # the lane's one slot is free again
+
+
+async def test_a_lease_taken_after_a_long_wait_counts_its_ttl_from_when_it_was_taken(
+    redis: Redis,
+) -> None:
+    """The deadline runs from the request that took the lease, not from when the wait
+    began: a wait longer than the TTL must not hand out a lease that is already stale."""
+    lane = ColdkeyLane(redis, ttl_s=0.6, wait_s=3.0)
+    await redis.set(KEY, "another-process", px=1000)
+    started = time.monotonic()
+    async with lane.hold(COLDKEY) as lease:
+        waited = time.monotonic() - started
+        lease.ensure_held()
+    assert 0.9 <= waited < 1.5

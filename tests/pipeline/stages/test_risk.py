@@ -145,7 +145,9 @@ class TestHistory:
         now = utcnow()
         await _action(new_id(), "succeeded", "1.5")
         await _action(new_id(), "unknown", "1")
-        await _action(new_id(), "submitting", "0.5", hotkey=BOB, netuid=4)
+        # In a block, outcome unreadable: may have moved its amount (one coldkey has at most
+        # one submitting/unknown row: the database refuses a second).
+        await _action(new_id(), "included", "0.5", hotkey=BOB, netuid=4)
         await _action(new_id(), "failed", "3")  # never moved anything
         await _action(new_id(), "skipped", "3")
         await _action(new_id(), "dry_run", "3")

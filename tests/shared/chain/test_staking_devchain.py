@@ -32,7 +32,7 @@ from shared.chain.staking_types import (
 )
 from shared.errors import ChainTimeout, ChainUnavailable
 from shared.settings import Settings
-from tests.devchain import FIXTURES_HINT, SPECS, DevChain, fixtures_dir
+from tests.devchain import FIXTURES_HINT, SPECS, DevChain, fixtures_dir, free_port
 from tests.devchain.seed import DEMO_HOTKEY
 from tests.shared.chain.test_wallet import PASSWORD, encrypted_wallet
 
@@ -514,3 +514,125 @@ async def test_encrypted_coldkey_is_unlocked_with_wallet_password_and_signs(
     (applied,) = node.applied  # the node verified the signature against the coldkey
     assert (applied.signer, applied.call, applied.success) == (coldkey, "add_stake_limit", True)
     assert node.stake(coldkey, DEMO_HOTKEY, 18) == 2 * RAO
+
+
+# ====================================================================== error replies
+async def test_an_error_reply_for_system_account_is_unavailable_never_zero(
+    node393: DevChain, tmp_path: Path, coldkey: str
+) -> None:
+    """The SDK's `query` decodes a JSON-RPC error as the storage default: free 0 (a false
+    "insufficient balance") and nonce 0 (an "outdated" extrinsic, an unknown outcome)."""
+    node = node393
+    node.add_subnet(18)
+    node.fund(coldkey, 5)
+    node.logic.set_nonce(node.head.state, coldkey, 3)  # type: ignore[arg-type]
+    node.seal_block()
+    async with stake_client(staker_settings(node.url, tmp_path / "wallets")) as staker:
+        node.error_on_storage("System", "Account")
+        with pytest.raises(ChainUnavailable, match=r"System\.Account unreadable"):
+            await staker.account(18, DEMO_HOTKEY)
+        node.error_on_storage("System", "Account")
+        with pytest.raises(ChainUnavailable, match=r"System\.Account unreadable"):
+            await staker.sign(StakeOrder("add", 18, DEMO_HOTKEY, RAO, RAO))
+        state = await staker.account(18, DEMO_HOTKEY)  # the fault was one read each
+        signed = await staker.sign(StakeOrder("add", 18, DEMO_HOTKEY, RAO, RAO))
+    assert (state.free_rao, state.nonce) == (5 * RAO, 3)
+    assert signed.nonce == 3
+    assert node.applied == []
+
+
+async def test_a_missing_account_still_reads_as_empty(
+    node393: DevChain, tmp_path: Path, coldkey: str
+) -> None:
+    """Absent from storage (never funded) is the storage default, not an error."""
+    node = node393
+    node.add_subnet(18)
+    async with stake_client(staker_settings(node.url, tmp_path / "wallets")) as staker:
+        state = await staker.account(18, DEMO_HOTKEY)
+    assert (state.free_rao, state.nonce) == (0, 0)
+
+
+async def test_found_in_a_pruned_block_is_included_without_an_outcome(
+    tmp_path: Path, coldkey: str
+) -> None:
+    """A non-archive node serves the block body but no longer its state: the hash is found,
+    its events cannot be read; that is neither a success nor a failure."""
+    async with DevChain(spec=393, keep_states=4) as node:
+        node.add_subnet(18, price_tao=0.5)
+        node.fund(coldkey, 10)
+        async with stake_client(staker_settings(node.url, tmp_path / "wallets")) as staker:
+            signed, outcome = await protected(staker, "add", 18, RAO)
+            for _ in range(6):
+                node.seal_block()
+            search = await staker.find_extrinsic(
+                signed.extrinsic_hash, signed.era_start_block, signed.era_end_block
+            )
+    (applied,) = node.applied
+    assert outcome.success and search.outcome is None
+    assert search.included is not None
+    assert (search.included.block, search.included.index) == (applied.block, 0)
+    assert search.included.block_hash == node.block(applied.block).hash
+    assert search.included.transient is False
+    assert "events of block 1 unreadable: State discarded" in search.included.problem
+    assert (search.scanned_to, search.head) == (7, 7)
+
+
+async def test_an_error_reply_for_the_events_is_included_then_read_on_a_later_try(
+    node393: DevChain, tmp_path: Path, coldkey: str
+) -> None:
+    node = node393
+    node.add_subnet(18, price_tao=0.5)
+    node.fund(coldkey, 10)
+    async with stake_client(staker_settings(node.url, tmp_path / "wallets")) as staker:
+        signed, _ = await protected(staker, "add", 18, RAO)
+        window = (signed.extrinsic_hash, signed.era_start_block, signed.era_end_block)
+        node.error_on_storage("System", "Events")
+        unreadable = await staker.find_extrinsic(*window)
+        readable = await staker.find_extrinsic(*window)
+    assert unreadable.outcome is None and unreadable.included is not None
+    assert unreadable.included.transient is True
+    assert readable.outcome is not None and readable.outcome.success
+    assert readable.included is None
+
+
+async def test_events_unreadable_right_after_inclusion_is_an_unknown_outcome(
+    node393: DevChain, tmp_path: Path, coldkey: str
+) -> None:
+    """Never a TypeError on a missing event, never a guessed outcome: unknown, settled from
+    the chain by its hash afterwards."""
+    node = node393
+    node.add_subnet(18, price_tao=0.5)
+    node.fund(coldkey, 10)
+    async with stake_client(staker_settings(node.url, tmp_path / "wallets")) as staker:
+        signed = await staker.sign(StakeOrder("add", 18, DEMO_HOTKEY, RAO, RAO))
+        node.error_on_storage("System", "Events")
+        with pytest.raises(ChainUnavailable, match="included in block 1; events of block 1"):
+            await staker.submit(signed)
+        search = await staker.find_extrinsic(
+            signed.extrinsic_hash, signed.era_start_block, signed.era_end_block
+        )
+    assert search.outcome is not None and search.outcome.success
+    assert search.outcome.fee_rao == node.applied[0].fee
+
+
+async def test_no_connection_is_known_before_anything_is_sent(tmp_path: Path) -> None:
+    from shared.chain.staking_types import ChainNotConnected
+
+    make_unencrypted_wallet(tmp_path / "wallets")
+    port = free_port()
+    settings = staker_settings(
+        f"ws://127.0.0.1:{port}", tmp_path / "wallets", chain_connect_timeout_s=0.5
+    )
+    chain = SubtensorChain(settings)
+    await chain.start()
+    try:
+        staker = await open_stake_client(settings, chain)
+        order = StakeOrder("add", 18, DEMO_HOTKEY, RAO, RAO)
+        signed = SignedStake(order, "0x" + "00" * 32, 0, 1, 129, payload=object())
+        with pytest.raises(ChainNotConnected, match="is not connected"):
+            await staker.submit(signed)
+        with pytest.raises(ChainNotConnected):
+            await staker.account(18, DEMO_HOTKEY)
+    finally:
+        await chain.close()
+    assert issubclass(ChainNotConnected, ChainUnavailable)  # waited out like any outage
