@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PORT   ?= 8000
 
-.PHONY: install run demo test test-resilience lint typecheck pytest migrate bench clean
+.PHONY: install run demo test test-resilience lint typecheck pytest migrate bench bench-gateway clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -50,10 +50,19 @@ test-resilience: install
 	$(BIN)/python scripts/services.py redis postgres --test
 	PYTHONPATH="$(CURDIR)" $(BIN)/pytest -m resilience tests/resilience
 
-bench: install
-	PYTHONPATH="$(CURDIR)" $(BIN)/python bench/gateway.py
+bench: bench-gateway
 	$(BIN)/python -m bench.chain
 	$(BIN)/python -m bench.pipeline
+
+# The gateway benchmark drives the servers with wrk; without it, say how to get it and go on.
+bench-gateway: install
+	@if command -v wrk >/dev/null 2>&1; then \
+		PYTHONPATH="$(CURDIR)" $(BIN)/python bench/gateway.py; \
+	else \
+		echo "bench: wrk is not installed, so the gateway benchmark is skipped."; \
+		echo "       Install it with: apt-get install -y wrk (Debian/Ubuntu) or brew install wrk (macOS),"; \
+		echo "       then run make bench again. The chain and pipeline benchmarks follow."; \
+	fi
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,5 +1,5 @@
-"""`python -m gateway [serve] | tokens create NAME [--scopes read,trade] | tokens list |
-tokens revoke NAME`."""
+"""`python -m gateway [serve [--host H] [--port P]] | tokens create NAME [--scopes read,trade] |
+tokens list [--json] | tokens revoke NAME | --version`."""
 
 from __future__ import annotations
 
@@ -13,10 +13,19 @@ from tortoise import Tortoise
 
 from gateway.limits import MAX_HEADER_BYTES, MAX_PATH_BYTES, MAX_QUERY_BYTES
 from gateway.scopes import ALL_SCOPES, format_scopes
-from gateway.tokens import TokenError, create_token, list_tokens, revoke_token, scopes_arg
+from gateway.tokens import (
+    JSON_KEYS,
+    TokenError,
+    create_token,
+    list_tokens,
+    revoke_token,
+    scopes_arg,
+)
+from shared.cli import HelpFormatter, json_help, port_number, print_json
 from shared.db.config import tortoise_config
 from shared.db.migrate import ensure_sqlite_dir
 from shared.settings import Settings, get_settings
+from shared.version import project_version
 
 # h11's bound on a request head (request line and headers): room for the app's own limits
 # (a path, a query and headers each at their cap) so it still answers those with its JSON
@@ -25,20 +34,61 @@ MAX_HEAD_BYTES = MAX_HEADER_BYTES + MAX_PATH_BYTES + MAX_QUERY_BYTES + 1024
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m gateway")
-    sub = parser.add_subparsers(dest="command")
-    sub.add_parser("serve", help="run the HTTP gateway (uvicorn on HOST:PORT)")
-    tokens = sub.add_parser("tokens", help="manage stored API tokens")
-    tsub = tokens.add_subparsers(dest="action", required=True)
-    create = tsub.add_parser("create", help="create a token (printed once, as the last line)")
-    create.add_argument("name")
+    parser = argparse.ArgumentParser(
+        prog="python -m gateway",
+        description="The HTTP gateway (Tao dividends, trades) and its API tokens. "
+        "Settings come from the environment and .env; with no command it serves.",
+    )
+    parser.add_argument("--version", action="version", version=f"taostake {project_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    serve = sub.add_parser(
+        "serve",
+        help="run the HTTP gateway (uvicorn on HOST:PORT)",
+        description="Run the HTTP gateway under uvicorn until SIGTERM/SIGINT.",
+    )
+    serve.add_argument(
+        "--host", default=None, help="address to listen on (default: the HOST setting)"
+    )
+    serve.add_argument(
+        "--port",
+        type=port_number,
+        default=None,
+        help="TCP port to listen on (default: the PORT setting)",
+    )
+    tokens = sub.add_parser(
+        "tokens",
+        help="manage stored API tokens",
+        description="Create, list and revoke the API tokens stored in the database "
+        "(only their hashes are kept).",
+    )
+    tsub = tokens.add_subparsers(dest="action", required=True, metavar="ACTION")
+    create = tsub.add_parser(
+        "create",
+        help="create a token (printed once, as the last line)",
+        description="Create a token and print it once, as the last line of the output.",
+    )
+    create.add_argument("name", help="the token's name, 1..64 characters without ':'")
     create.add_argument(
         "--scopes",
         default=None,
         help=f"comma-separated, from {', '.join(ALL_SCOPES)} (default: read)",
     )
-    tsub.add_parser("list", help="list tokens (names, prefixes and scopes only)")
-    tsub.add_parser("revoke", help="revoke a token").add_argument("name")
+    listing = tsub.add_parser(
+        "list",
+        help="list tokens (names, prefixes and scopes only)",
+        description="List stored tokens in creation order; never the tokens themselves.",
+        epilog=json_help("a JSON array, one object per token", JSON_KEYS),
+        formatter_class=HelpFormatter,
+    )
+    listing.add_argument(
+        "--json", action="store_true", help="print a JSON array (keys below) instead of a table"
+    )
+    revoke = tsub.add_parser(
+        "revoke",
+        help="revoke a token",
+        description="Revoke a token: it stops working within AUTH_CACHE_TTL_S everywhere.",
+    )
+    revoke.add_argument("name", help="the name of the active token to revoke")
     return parser
 
 
@@ -52,7 +102,8 @@ async def _with_db(fn: Callable[[], Awaitable[int]]) -> int:
         await Tortoise.close_connections()
 
 
-async def _tokens(action: str, name: str | None, scopes: str | None) -> int:
+async def _tokens(args: argparse.Namespace) -> int:
+    action, name, scopes = args.action, getattr(args, "name", None), getattr(args, "scopes", None)
     try:
         if action == "create":
             assert name is not None
@@ -62,6 +113,8 @@ async def _tokens(action: str, name: str | None, scopes: str | None) -> int:
                 f"created token {name!r} with scopes {format_scopes(granted)}. "
                 f"It is shown only this once:\n{token}"
             )
+        elif action == "list" and args.json:
+            print_json([info.as_json() for info in await list_tokens()])
         elif action == "list":
             for info in await list_tokens():
                 state = f"revoked {info.revoked_at:%Y-%m-%d %H:%M}" if info.revoked_at else "active"
@@ -110,13 +163,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in (None, "serve"):
         import uvicorn
 
-        uvicorn.run("gateway.app:create_app", factory=True, **uvicorn_options(get_settings()))
+        options = uvicorn_options(get_settings())
+        if getattr(args, "host", None) is not None:
+            options["host"] = args.host
+        if getattr(args, "port", None) is not None:
+            options["port"] = args.port
+        uvicorn.run("gateway.app:create_app", factory=True, **options)
         return 0
-    return asyncio.run(
-        _with_db(
-            lambda: _tokens(args.action, getattr(args, "name", None), getattr(args, "scopes", None))
-        )
-    )
+    return asyncio.run(_with_db(lambda: _tokens(args)))
 
 
 if __name__ == "__main__":

@@ -12,13 +12,17 @@ from tortoise.contrib.fastapi import RegisterTortoise
 
 from gateway import errors, health
 from gateway.auth import Authenticator
+from gateway.console.router import router as console_router
 from gateway.dividends.router import router as dividends_router
 from gateway.dividends.service import DividendsService, TradeService
 from gateway.limits import FailedAuthThrottle
 from gateway.middleware import RequestContextMiddleware
+from gateway.positions.router import router as positions_router
 from gateway.ratelimit import RateLimiter
 from gateway.scopes import parse_static_tokens
+from gateway.scores.router import router as scores_router
 from gateway.state import AppState
+from gateway.streams.router import router as streams_router
 from gateway.trades.router import router as trades_router
 from shared.cache import TwoLevelCache
 from shared.chain import ChainClient, SubtensorChain
@@ -31,6 +35,7 @@ from shared.redis import create_redis
 from shared.settings import Settings, get_settings
 from shared.signing import configure_signing
 from shared.trades import TradeTrigger
+from shared.version import project_version
 
 DESCRIPTION = """
 Tao dividends of Bittensor hotkeys, from a two-level cache or the chain, and a
@@ -108,7 +113,7 @@ def create_app(settings: Settings | None = None, *, chain: ChainClient | None = 
 
     app = FastAPI(
         title="taostake",
-        version="0.1.0",
+        version=project_version(),
         description=DESCRIPTION,
         lifespan=lifespan,
         docs_url="/docs",
@@ -120,6 +125,10 @@ def create_app(settings: Settings | None = None, *, chain: ChainClient | None = 
     app.include_router(health.router)
     app.include_router(dividends_router)
     app.include_router(trades_router)
+    app.include_router(positions_router)
+    app.include_router(scores_router)
+    app.include_router(streams_router)
+    app.include_router(console_router)
     _customise_openapi(app)
     return app
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
@@ -115,7 +116,26 @@ async def http_error(request: Request, exc: Exception) -> Response:
     )
     # Keeps the exception's headers: a 405 carries `Allow` (RFC 9110), set by the router.
     headers = dict(exc.headers) if exc.headers else None
+    if exc.status_code == 405 and headers is not None and "Allow" in headers:
+        headers["Allow"] = _allowed_methods(request) or headers["Allow"]
     return error_response(exc.status_code, code, str(exc.detail), _rid(request), headers)
+
+
+_TEMPLATE_PARAM = re.compile(r"\\\{[^/]+?\\\}")
+_HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method the app documents for this path. Starlette's 405 names the methods of the
+    first route matching the path only, but one path may have several routes (GET and POST
+    /api/v1/trades); empty for a path the document does not list."""
+    methods: set[str] = set()
+    paths: dict[str, dict[str, Any]] = request.app.openapi().get("paths", {})
+    for template, operations in paths.items():
+        pattern = _TEMPLATE_PARAM.sub("[^/]+", re.escape(template))
+        if re.fullmatch(pattern, request.url.path):
+            methods |= {name.upper() for name in operations if name in _HTTP_METHODS}
+    return ", ".join(sorted(methods))
 
 
 def install(app: FastAPI) -> None:

@@ -65,61 +65,64 @@ class RequestContextMiddleware:
             await send(message)
 
         route: str | None = None
-        try:
+        # Every line logged while serving the request carries its id, however deep (services,
+        # clients, stdlib loggers routed through loguru), and so do the tasks it starts.
+        with logger.contextualize(request_id=rid):
             try:
-                check_head(scope)
-            except RequestTooLarge as exc:
-                OVERSIZED_REQUESTS.labels(exc.code).inc()
-                response = error_response(exc.status, exc.code, exc.message, rid)
-                await response(scope, receive, send_with_id)
-                return
-            receive = capped_receive(receive)
-            if scope["path"] == fastpath.PATH and (body := _fast(scope)) is not None:
-                route = fastpath.PATH
-                await send_with_id(
-                    {
-                        "type": "http.response.start",
-                        "status": 200,
-                        "headers": [
-                            (b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode()),
-                        ],
-                    }
+                try:
+                    check_head(scope)
+                except RequestTooLarge as exc:
+                    OVERSIZED_REQUESTS.labels(exc.code).inc()
+                    response = error_response(exc.status, exc.code, exc.message, rid)
+                    await response(scope, receive, send_with_id)
+                    return
+                receive = capped_receive(receive)
+                if scope["path"] == fastpath.PATH and (body := _fast(scope)) is not None:
+                    route = fastpath.PATH
+                    await send_with_id(
+                        {
+                            "type": "http.response.start",
+                            "status": 200,
+                            "headers": [
+                                (b"content-type", b"application/json"),
+                                (b"content-length", str(len(body)).encode()),
+                            ],
+                        }
+                    )
+                    await send_with_id({"type": "http.response.body", "body": body})
+                else:
+                    await self.app(scope, receive, send_with_id)
+            except Exception as exc:
+                logger.opt(exception=exc).error(
+                    "unhandled error", path=scope["path"], error=type(exc).__name__
                 )
-                await send_with_id({"type": "http.response.body", "body": body})
-            else:
-                await self.app(scope, receive, send_with_id)
-        except Exception as exc:
-            logger.opt(exception=exc).error(
-                "unhandled error", request_id=rid, path=scope["path"], error=type(exc).__name__
-            )
-            if not started:
-                response = error_response(
-                    500,
-                    "internal_error",
-                    f"internal error ({type(exc).__name__}); quote request_id when reporting it",
-                    rid,
+                if not started:
+                    response = error_response(
+                        500,
+                        "internal_error",
+                        f"internal error ({type(exc).__name__}); "
+                        "quote request_id when reporting it",
+                        rid,
+                    )
+                    await response(scope, receive, send_with_id)
+            finally:
+                elapsed = time.perf_counter() - start
+                path_label = (
+                    route
+                    if route is not None
+                    else str(getattr(scope.get("route"), "path", "unmatched"))
                 )
-                await response(scope, receive, send_with_id)
-        finally:
-            elapsed = time.perf_counter() - start
-            path_label = (
-                route
-                if route is not None
-                else str(getattr(scope.get("route"), "path", "unmatched"))
-            )
-            _observe(scope["method"], path_label, status, elapsed)
-            if scope["path"] not in _QUIET:
-                # User data goes in as arguments, never into the format string: a path with
-                # "{...}" would otherwise raise inside the call and the line would be lost.
-                _access.info(
-                    "{} {} {} {:.1f}ms",
-                    scope["method"],
-                    printable(scope["path"], limit=_PATH_LOG_MAX),
-                    status,
-                    elapsed * 1000,
-                    request_id=rid,
-                )
+                _observe(scope["method"], path_label, status, elapsed)
+                if scope["path"] not in _QUIET:
+                    # User data goes in as arguments, never into the format string: a path with
+                    # "{...}" would otherwise raise inside the call and the line would be lost.
+                    _access.info(
+                        "{} {} {} {:.1f}ms",
+                        scope["method"],
+                        printable(scope["path"], limit=_PATH_LOG_MAX),
+                        status,
+                        elapsed * 1000,
+                    )
 
 
 def _fast(scope: Scope) -> bytes | None:

@@ -25,6 +25,28 @@ class TokenInfo:
     created_at: datetime
     revoked_at: datetime | None
 
+    def as_json(self) -> dict[str, object]:
+        """The stable shape of `tokens list --json` (JSON_KEYS, documented in its --help)."""
+        return {
+            "name": self.name,
+            "prefix": self.prefix,
+            "scopes": [s for s in self.scopes.split(",") if s],
+            "active": self.revoked_at is None,
+            "created_at": self.created_at.isoformat(),
+            "revoked_at": None if self.revoked_at is None else self.revoked_at.isoformat(),
+        }
+
+
+# One object per token, in creation order; never the token or its hash.
+JSON_KEYS = {
+    "name": "the token's name (owner of the trades it requests)",
+    "prefix": "the token's first 8 characters",
+    "scopes": "list of granted scopes",
+    "active": "false once revoked",
+    "created_at": "ISO 8601 time",
+    "revoked_at": "ISO 8601 time, or null",
+}
+
 
 def scopes_arg(text: str | None) -> frozenset[str]:
     """The scopes of `--scopes read,trade` (default `read`), or a TokenError naming the bad one."""

@@ -1,12 +1,13 @@
-"""The pipeline's command line.
+"""The pipeline's command line (`python -m pipeline COMMAND --help` for each).
 
 python -m pipeline run [--stages tweets,sentiment,stake]
 python -m pipeline wallet create | import | show
-python -m pipeline streams [--watch SECONDS]
+python -m pipeline streams [--watch SECONDS] [--json]
 python -m pipeline replay (--trade ID | --stream NAME --from ID [--to ID])
-                          [--as-new-trade] [--dry-run]
-python -m pipeline dead-letter list | show ID | requeue ID | purge --older-than 7d
+                          [--as-new-trade] [--dry-run] [--json]
+python -m pipeline dead-letter list [--json] | show ID [--json] | requeue ID | purge --older-than 7d
 python -m pipeline settle TRADE_ID --status succeeded|failed --reason TEXT [--by NAME] [--force]
+python -m pipeline --version
 """
 
 from __future__ import annotations
@@ -19,51 +20,159 @@ import sys
 import uvloop
 from loguru import logger
 
+from pipeline.ops import deadletters, replay, streams
 from pipeline.runner import STAGE_NAMES, build_worker
+from shared.cli import HelpFormatter, json_help, print_json
 from shared.logging import configure_logging
 from shared.redis import create_redis
 from shared.settings import Settings, get_settings
 from shared.signing import SigningKeyMissing, configure_signing
+from shared.version import project_version
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m pipeline")
-    sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run stage workers (all stages by default)")
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline",
+        description="The staking pipeline: stage workers on Redis Streams and the operator "
+        "tools around them. Settings come from the environment and .env.",
+    )
+    parser.add_argument("--version", action="version", version=f"taostake {project_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run = sub.add_parser(
+        "run",
+        help="run stage workers (all stages by default)",
+        description="Consume the stage streams until SIGTERM/SIGINT, then drain.",
+    )
     run.add_argument(
         "--stages",
         default=",".join(STAGE_NAMES),
         help="comma-separated subset of: " + ", ".join(STAGE_NAMES),
     )
-    wallet = sub.add_parser("wallet", help="the staking wallet (WALLET_PATH/NAME/HOTKEY)")
-    wallet.add_argument("action", choices=["create", "import", "show"])
-    streams = sub.add_parser("streams", help="stream and consumer-group state")
-    streams.add_argument("--watch", type=float, metavar="SECONDS", help="refresh every SECONDS")
-    replay = sub.add_parser("replay", help="publish a trade's entries again (source=replay)")
-    target = replay.add_mutually_exclusive_group(required=True)
-    target.add_argument("--trade", metavar="TRADE_ID")
-    target.add_argument("--stream", metavar="NAME")
-    replay.add_argument("--from", dest="start", default="-", metavar="ID")
-    replay.add_argument("--to", dest="end", default="+", metavar="ID")
-    replay.add_argument(
+    wallet = sub.add_parser(
+        "wallet",
+        help="the staking wallet (WALLET_PATH/NAME/HOTKEY)",
+        description="Create, import (from WALLET_MNEMONIC) or show the staking wallet; "
+        "addresses only are printed, never a secret.",
+    )
+    wallet.add_argument(
+        "action",
+        choices=["create", "import", "show"],
+        help="create a new coldkey and hotkey, import one from WALLET_MNEMONIC, "
+        "or show the addresses",
+    )
+    streams_cmd = sub.add_parser(
+        "streams",
+        help="stream and consumer-group state",
+        description="Length, last id, consumer groups, pending entries, lag and the "
+        "oldest pending entry's idle time per stream, and the dead-letter count.",
+        epilog=json_help(
+            '{"streams": [one object per stream and group], "dead_letters": int}; each object has',
+            streams.JSON_KEYS,
+        ),
+        formatter_class=HelpFormatter,
+    )
+    streams_cmd.add_argument(
+        "--watch", type=float, metavar="SECONDS", help="refresh every SECONDS until interrupted"
+    )
+    streams_cmd.add_argument(
+        "--json",
+        action="store_true",
+        help="print JSON (keys below); with --watch, one JSON line per refresh",
+    )
+    replay_cmd = sub.add_parser(
+        "replay",
+        help="publish a trade's entries again (source=replay)",
+        description="Publish entries again under the same trade_id (the stages answer from "
+        "what they stored: no second extrinsic), or as a new trade with --as-new-trade.",
+        epilog=json_help(
+            '{"dry_run": bool, "entries": [one object per entry], "published": [entry ids]}; '
+            "each entry has",
+            replay.JSON_KEYS,
+        ),
+        formatter_class=HelpFormatter,
+    )
+    target = replay_cmd.add_mutually_exclusive_group(required=True)
+    target.add_argument("--trade", metavar="TRADE_ID", help="replay this trade's original request")
+    target.add_argument(
+        "--stream", metavar="NAME", help="replay the entries of this event stream (with --from)"
+    )
+    replay_cmd.add_argument(
+        "--from",
+        dest="start",
+        default="-",
+        metavar="ID",
+        help="first entry id of --stream (default: the oldest)",
+    )
+    replay_cmd.add_argument(
+        "--to",
+        dest="end",
+        default="+",
+        metavar="ID",
+        help="last entry id of --stream (default: the newest)",
+    )
+    replay_cmd.add_argument(
         "--as-new-trade", action="store_true", help="run it again for real under a new trade_id"
     )
-    replay.add_argument("--dry-run", action="store_true", help="show what would be published")
-    dead = sub.add_parser("dead-letter", help="entries that failed MAX_DELIVERIES times")
-    dsub = dead.add_subparsers(dest="action", required=True)
-    dlist = dsub.add_parser("list")
-    dlist.add_argument("--count", type=int, default=50)
-    dsub.add_parser("show").add_argument("entry_id")
-    dsub.add_parser("requeue").add_argument("entry_id")
-    dpurge = dsub.add_parser("purge")
-    dpurge.add_argument("--older-than", required=True, metavar="DURATION", help="e.g. 7d, 12h")
+    replay_cmd.add_argument(
+        "--dry-run", action="store_true", help="show what would be published, publish nothing"
+    )
+    replay_cmd.add_argument("--json", action="store_true", help="print JSON (keys below)")
+    dead = sub.add_parser(
+        "dead-letter",
+        help="entries that failed MAX_DELIVERIES times",
+        description="Inspect, requeue or purge stream:dead_letter.",
+    )
+    dsub = dead.add_subparsers(dest="action", required=True, metavar="ACTION")
+    letter_epilog = json_help("one object", deadletters.JSON_KEYS)
+    dlist = dsub.add_parser(
+        "list",
+        help="the newest dead letters",
+        description="The newest dead letters first, and how many there are in total.",
+        epilog=json_help(
+            '{"letters": [objects as below, without "original"], "shown": int, "total": int}',
+            deadletters.JSON_KEYS,
+        ),
+        formatter_class=HelpFormatter,
+    )
+    dlist.add_argument(
+        "--count", type=int, default=50, help="how many to show (default: %(default)s)"
+    )
+    dlist.add_argument("--json", action="store_true", help="print JSON (keys below)")
+    dshow = dsub.add_parser(
+        "show",
+        help="one dead letter with its original entry",
+        description="Every field of one dead letter.",
+        epilog=letter_epilog,
+        formatter_class=HelpFormatter,
+    )
+    dshow.add_argument("entry_id", help="the dead letter's id (from `list`)")
+    dshow.add_argument("--json", action="store_true", help="print one JSON object (keys below)")
+    requeue = dsub.add_parser(
+        "requeue",
+        help="put a dead letter's entry back on its stream",
+        description="Put the original (signed) entry back on its stream, untouched, and "
+        "remove the dead letter, atomically.",
+    )
+    requeue.add_argument("entry_id", help="the dead letter's id (from `list`)")
+    dpurge = dsub.add_parser(
+        "purge",
+        help="delete old dead letters",
+        description="Delete dead letters older than a duration.",
+    )
+    dpurge.add_argument(
+        "--older-than", required=True, metavar="DURATION", help="e.g. 90s, 30m, 12h, 7d"
+    )
     settle = sub.add_parser(
         "settle",
         help="record the outcome of a stake action the chain cannot prove (included, or an "
         "unsettled row without an extrinsic hash)",
+        description="Record by hand the outcome of a stake action the settlement sweep "
+        "cannot prove from the chain; who and why go into its reason.",
     )
-    settle.add_argument("trade_id", metavar="TRADE_ID")
-    settle.add_argument("--status", required=True, choices=["succeeded", "failed"])
+    settle.add_argument("trade_id", metavar="TRADE_ID", help="the trade whose stake action")
+    settle.add_argument(
+        "--status", required=True, choices=["succeeded", "failed"], help="the outcome to record"
+    )
     settle.add_argument("--reason", required=True, help="why (what the block explorer shows)")
     settle.add_argument("--by", default=None, help="who settles it (default: the OS user)")
     settle.add_argument(
@@ -107,17 +216,20 @@ def _wallet(settings: Settings, action: str) -> int:
     return 0
 
 
-async def _streams(settings: Settings, watch: float | None) -> int:
-    from pipeline.ops.streams import report
-
+async def _streams(settings: Settings, watch: float | None, as_json: bool) -> int:
     redis = create_redis(settings)
     try:
         while True:
-            text = await report(redis)
+            if as_json:
+                print_json(await streams.report_json(redis))
+            else:
+                text = await streams.report(redis)
+                if watch is None:
+                    print(text)
+                else:
+                    print("\033[2J\033[H" + text, flush=True)
             if watch is None:
-                print(text)
                 return 0
-            print("\033[2J\033[H" + text, flush=True)
             await asyncio.sleep(watch)
     finally:
         await redis.aclose()
@@ -126,29 +238,35 @@ async def _streams(settings: Settings, watch: float | None) -> int:
 async def _replay(settings: Settings, args: argparse.Namespace) -> int:
     from tortoise import Tortoise
 
-    from pipeline.ops.replay import ReplayError, plan_range, plan_trade, publish_plan
     from shared.db.config import tortoise_config
 
     redis = create_redis(settings)
     await Tortoise.init(config=tortoise_config(settings))
     try:
         if args.trade:
-            plan = await plan_trade(redis, args.trade, new_trade=args.as_new_trade)
+            plan = await replay.plan_trade(redis, args.trade, new_trade=args.as_new_trade)
         else:
-            plan = await plan_range(
+            plan = await replay.plan_range(
                 redis, args.stream, args.start, args.end, new_trade=args.as_new_trade
             )
-        for stream, fields in plan:
-            print(
-                f"{'would publish' if args.dry_run else 'publish'} {stream} "
-                f"trade={fields['trade_id']} type={fields.get('type')}"
-            )
+        if not args.json:
+            for stream, fields in plan:
+                print(
+                    f"{'would publish' if args.dry_run else 'publish'} {stream} "
+                    f"trade={fields['trade_id']} type={fields.get('type')}"
+                )
+        ids: list[str] = []
         if not args.dry_run:
-            ids = await publish_plan(
+            ids = await replay.publish_plan(
                 redis, plan, maxlen=settings.stream_maxlen, cooldown_s=settings.trade_cooldown_s
             )
-            print(f"published {len(ids)} entries: {', '.join(ids)}")
-    except ReplayError as exc:
+            if not args.json:
+                print(f"published {len(ids)} entries: {', '.join(ids)}")
+        if args.json:
+            print_json(
+                {"dry_run": args.dry_run, "entries": replay.plan_json(plan), "published": ids}
+            )
+    except replay.ReplayError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:
@@ -158,19 +276,31 @@ async def _replay(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _dead_letter(settings: Settings, args: argparse.Namespace) -> int:
-    from pipeline.ops import deadletters as dl
-
+    dl = deadletters
     redis = create_redis(settings)
     try:
         if args.action == "list":
             letters = await dl.list_letters(redis, args.count)
-            for entry_id, letter in letters:
-                print(dl.describe(entry_id, letter))
-            print(f"{len(letters)} shown, {await dl.count(redis)} in total")
+            total = await dl.count(redis)
+            if args.json:
+                print_json(
+                    {
+                        "letters": [dl.letter_json(i, f, original=False) for i, f in letters],
+                        "shown": len(letters),
+                        "total": total,
+                    }
+                )
+            else:
+                for entry_id, letter in letters:
+                    print(dl.describe(entry_id, letter))
+                print(f"{len(letters)} shown, {total} in total")
         elif args.action == "show":
             letter = await dl.get_letter(redis, args.entry_id)
-            for key, value in letter.items():
-                print(f"{key}: {value}")
+            if args.json:
+                print_json(dl.letter_json(args.entry_id, letter, original=True))
+            else:
+                for key, value in letter.items():
+                    print(f"{key}: {value}")
         elif args.action == "requeue":
             new_id = await dl.requeue(redis, args.entry_id, maxlen=settings.stream_maxlen)
             print(f"requeued {args.entry_id} as {new_id}")
@@ -247,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "wallet":
         return _wallet(settings, args.action)
     if args.command == "streams":
-        return asyncio.run(_streams(settings, args.watch))
+        return asyncio.run(_streams(settings, args.watch, args.json))
     try:  # every other command publishes or consumes signed events
         configure_signing(settings)
     except SigningKeyMissing as exc:

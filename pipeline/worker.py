@@ -663,8 +663,11 @@ class Worker:
         while True:
             timeout = asyncio.timeout(self._handler_timeout_s)
             try:
-                async with timeout:
-                    await stage.handler(entry)
+                # Every line the handler logs, however deep (stages, clients, the SDK through
+                # the stdlib intercept), and its tasks', carries the entry's trade and stage.
+                with logger.contextualize(**_entry_context(stage, entry)):
+                    async with timeout:
+                        await stage.handler(entry)
                 return
             except (Retry, Drop):
                 raise
@@ -918,6 +921,13 @@ class Worker:
         delay = backoff.delay()
         log.warning(f"{what}; retrying", error=f"{type(exc).__name__}: {exc}", retry_in_s=delay)
         await self._sleep(delay)
+
+
+def _entry_context(stage: Stage, entry: StreamEntry) -> dict[str, str]:
+    context = {"stage": stage.name}
+    if "trade_id" in entry.fields:
+        context["trade_id"] = entry.fields["trade_id"]
+    return context
 
 
 def _decode_entry(raw: Mapping[Any, Any]) -> tuple[dict[str, str], str | None]:

@@ -3,6 +3,12 @@
 Every record passes through a patcher that masks configured secrets and anything
 shaped like a bearer credential, so a secret cannot leak even through an
 exception message from a third-party library.
+
+Context (`request_id` in the gateway, `trade_id` and `stage` in the pipeline) is
+bound with `logger.contextualize` where a request or an entry is served, so every
+line written meanwhile carries it, however deep it is logged. Standard-library
+logging (uvicorn, tortoise, the bittensor SDK) is routed through the same sink in
+the caller's thread, so it carries that context too.
 """
 
 from __future__ import annotations
@@ -12,6 +18,8 @@ import re
 import sys
 import traceback
 from collections.abc import Iterable
+from logging.handlers import QueueHandler
+from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -65,6 +73,56 @@ def _patch(record: Record) -> None:
             record["extra"][key] = printable(mask(value))
 
 
+_JSON_RAW_BREAKS = re.compile("[\x85\u2028\u2029]")
+_CHAIN_MAX = 5  # causes / contexts kept below an exception in a JSON record
+
+
+def _type_name(exc_type: type[BaseException]) -> str:
+    module = exc_type.__module__
+    name = exc_type.__qualname__
+    return name if module in ("builtins", "__main__") else f"{module}.{name}"
+
+
+def _safe_str(value: BaseException) -> str:
+    try:
+        return str(value)
+    except Exception:  # a broken __str__ must not lose the record
+        return f"<unprintable {type(value).__name__}>"
+
+
+def exception_fields(
+    exc_type: type[BaseException] | None,
+    value: BaseException | None,
+    tb: TracebackType | None,
+    _depth: int = 0,
+) -> dict[str, Any]:
+    """An exception as JSON fields: type, message, its frames (oldest first) and, when it was
+    raised from or while handling another, that one as `cause`. Message and source lines are
+    masked; control characters are left to the JSON encoder, which escapes them."""
+    if exc_type is None:
+        exc_type = type(value) if value is not None else BaseException
+    fields: dict[str, Any] = {
+        "type": _type_name(exc_type),
+        "message": mask(_safe_str(value)) if value is not None else "",
+        "traceback": [
+            {
+                "file": frame.filename,
+                "line": frame.lineno,
+                "function": frame.name,
+                "code": mask(frame.line or ""),
+            }
+            for frame in traceback.extract_tb(tb)
+        ],
+    }
+    if value is not None and _depth < _CHAIN_MAX:
+        cause = value.__cause__
+        if cause is None and not value.__suppress_context__:
+            cause = value.__context__
+        if cause is not None and cause is not value:
+            fields["cause"] = exception_fields(type(cause), cause, cause.__traceback__, _depth + 1)
+    return fields
+
+
 def _json_format(record: Record) -> str:
     payload: dict[str, Any] = {
         "ts": record["time"].isoformat(),
@@ -73,10 +131,14 @@ def _json_format(record: Record) -> str:
         "logger": record["name"],
     }
     payload.update({k: v for k, v in record["extra"].items() if k[0] != "_"})
-    if record["exception"] is not None:
-        exc = record["exception"]
-        payload["exception"] = mask(f"{exc.type.__name__ if exc.type else ''}: {exc.value}")
-    record["extra"]["_json"] = orjson.dumps(payload, default=str).decode()
+    exc = record["exception"]
+    if exc is not None:
+        payload["exception"] = exception_fields(exc.type, exc.value, exc.traceback)
+    line = orjson.dumps(payload, default=str).decode()
+    if _JSON_RAW_BREAKS.search(line):
+        # Valid unescaped in JSON, but line breaks to str.splitlines() and some log shippers.
+        line = _JSON_RAW_BREAKS.sub(lambda m: f"\\u{ord(m.group()):04x}", line)
+    record["extra"]["_json"] = line
     return "{extra[_json]}\n"
 
 
@@ -108,15 +170,92 @@ def _text_format(record: Record) -> str:
     )
 
 
+# The bittensor SDK's own logging: its messages carry rich-style colour tags and emoji
+# shortcodes that its formatter turns into ANSI escapes; routed through loguru, they are
+# reduced to plain text.
+_SDK_LOGGER = "bittensor"
+_SDK_MARKUP = re.compile(
+    r"\[/?(?:red|blue|green|magenta|yellow|orange)\]"
+    r"|:(?:white_heavy_check_mark|cross_mark|satellite|warning|arrow_right|hourglass):\s?"
+    r"|\x1b\[[0-9;]*[A-Za-z]"
+)
+
+
+def _from_sdk(name: str) -> bool:
+    return name == _SDK_LOGGER or name.startswith(_SDK_LOGGER + ".")
+
+
 class _InterceptHandler(logging.Handler):
-    """Route stdlib logging (uvicorn, tortoise, celery) through loguru and its masking."""
+    """Route stdlib logging (uvicorn, tortoise, celery, the bittensor SDK) through loguru and
+    its masking, in the caller's thread (so the caller's bound context is kept), under the
+    stdlib logger's name and call site."""
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
             level: str | int = logger.level(record.levelname).name
         except ValueError:
             level = record.levelno
-        logger.opt(depth=6, exception=record.exc_info).log(level, record.getMessage())
+        message = record.getMessage()
+        if _from_sdk(record.name):
+            message = _SDK_MARKUP.sub("", message)
+
+        def origin(entry: Record) -> None:
+            entry["name"] = record.name
+            entry["function"] = record.funcName
+            entry["line"] = record.lineno
+            entry["module"] = record.module
+
+        # No args: the message is never parsed as a format string (it may hold "{...}").
+        logger.patch(origin).opt(exception=record.exc_info).log(level, message)
+
+
+def _route_stdlib() -> None:
+    logging.basicConfig(handlers=[_InterceptHandler()], level=logging.WARNING, force=True)
+    for name in ("uvicorn", "uvicorn.error"):
+        logging.getLogger(name).handlers = [_InterceptHandler()]
+        logging.getLogger(name).propagate = False
+    logging.getLogger("uvicorn.access").disabled = True
+
+
+def adopt_sdk_logging() -> None:
+    """Undo what importing the bittensor SDK does to logging, once it has been imported.
+
+    Its logging machine (bittensor/utils/btlogging/loggingmachine.py) hangs a QueueHandler
+    on the `bittensor` logger, feeding a listener thread that prints each record a second
+    time, ANSI-coloured, to stdout; and at import it strips the handlers of every logger
+    that exists and sets it to CRITICAL (uvicorn's error log and the substrate client's
+    warnings would be lost). Here its records go through our intercept only (propagated to
+    the root logger, once, in the caller's thread), its listener is left without a console
+    handler, and the loggers it silenced are given back to the root's level. Idempotent;
+    a no-op while the SDK is not imported.
+    """
+    module = sys.modules.get("bittensor.utils.btlogging")
+    machine = getattr(module, "logging", None)
+    if machine is None:
+        return
+    primary = set(getattr(machine, "_primary_loggers", ())) | {_SDK_LOGGER}
+    for name in primary:
+        sdk = logging.getLogger(name)
+        for handler in list(sdk.handlers):
+            if isinstance(handler, QueueHandler):
+                sdk.removeHandler(handler)
+        sdk.propagate = True
+    handlers = getattr(machine, "_handlers", None)
+    if isinstance(handlers, list):
+        # Its file handler (BT_LOGGING_RECORD_LOG) is an explicit opt-in: only the console goes.
+        handlers[:] = [h for h in handlers if type(h) is not logging.StreamHandler]
+        listener = getattr(machine, "_listener", None)
+        if listener is not None:
+            listener.handlers = tuple(handlers)
+    for existing in list(logging.root.manager.loggerDict.values()):
+        if (
+            isinstance(existing, logging.Logger)
+            and existing.name not in primary
+            and existing.level == logging.CRITICAL
+        ):
+            existing.setLevel(logging.NOTSET)
+    if any(isinstance(h, _InterceptHandler) for h in logging.root.handlers):
+        _route_stdlib()  # configured already: put back the uvicorn handlers it stripped
 
 
 def configure_logging(settings: Settings, *, sink: Any = None) -> None:
@@ -132,8 +271,5 @@ def configure_logging(settings: Settings, *, sink: Any = None) -> None:
         diagnose=False,
         colorize=False if sink is not None else None,
     )
-    logging.basicConfig(handlers=[_InterceptHandler()], level=logging.WARNING, force=True)
-    for name in ("uvicorn", "uvicorn.error"):
-        logging.getLogger(name).handlers = [_InterceptHandler()]
-        logging.getLogger(name).propagate = False
-    logging.getLogger("uvicorn.access").disabled = True
+    _route_stdlib()
+    adopt_sdk_logging()  # when the SDK was imported first; else shared.chain calls it after

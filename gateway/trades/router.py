@@ -1,10 +1,11 @@
-"""GET /api/v1/trades/{trade_id}, GET /api/v1/stake_actions, POST /api/v1/trades."""
+"""GET /api/v1/trades, GET /api/v1/trades/{trade_id}, GET /api/v1/stake_actions,
+POST /api/v1/trades."""
 
 from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Depends, Path, Query
 
 from gateway.deps import (
     SS58_CONSTRAINTS,
@@ -18,20 +19,23 @@ from gateway.deps import (
 )
 from gateway.dividends.presenter import trade_fields
 from gateway.errors import BODY_ERRORS, documented
+from gateway.headers import no_store
 from gateway.scopes import ADMIN
 from gateway.trades import service
 from gateway.trades.schemas import (
+    TRADE_CURSOR_PATTERN,
     TRADE_ID_EXAMPLE,
     TRADE_ID_PATTERN,
     StakeActionPage,
     TradeOut,
+    TradePage,
     TradeRequest,
     TradeTriggered,
 )
 from shared.events import DividendRequested
 from shared.ids import new_id
 
-router = APIRouter(prefix="/api/v1", tags=["trades"])
+router = APIRouter(prefix="/api/v1", tags=["trades"], dependencies=[Depends(no_store)])
 
 COMMON_ERRORS = {
     401: "`unauthorized`: missing, malformed, unknown or revoked token",
@@ -42,11 +46,62 @@ COMMON_ERRORS = {
     "`auth_busy`: too many token checks in progress (see Retry-After)",
 }
 CURSOR_PATTERN = "^[0-9]{1,10}$"
+TRADE_STATUS_PATTERN = "^[a-z_]{1,24}$"
 MAX_ROW_ID = 2**31 - 1  # stake_actions.id is a 32-bit integer: no row lies beyond it
 OWN_TRADES = (
     "Scope: `read`. Only the caller's own trades (those it requested); "
     "every caller's with `admin` as well."
 )
+
+
+@router.get(
+    "/trades",
+    response_model=TradePage,
+    summary="Recent trades and their status, newest first",
+    description=OWN_TRADES
+    + " `status` is the trade's latest stage: requested, tweets_fetched, scored, submitting, "
+    "included (in a block, outcome not yet read), then succeeded, failed, skipped, rejected, "
+    "dry_run, ended (no tweets or no score) or unknown (sent, outcome not yet known).",
+    responses=documented({**COMMON_ERRORS, 403: "`insufficient_scope`: the token lacks `read`"}),
+)
+async def list_trades(
+    caller: ReaderDep,
+    netuid: Annotated[int | None, Query(ge=0, le=65535, description="Subnet id.")] = None,
+    hotkey: Annotated[
+        str | None,
+        Query(
+            description=f"Hotkey. {SS58_DESCRIPTION}", examples=[SS58_EXAMPLE], **SS58_CONSTRAINTS
+        ),
+    ] = None,
+    status: Annotated[
+        str | None,
+        Query(
+            pattern=TRADE_STATUS_PATTERN,
+            description="Only trades whose latest status is this one.",
+            examples=["succeeded"],
+        ),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=200, description="Page size.")] = 50,
+    cursor: Annotated[
+        str | None,
+        Query(
+            pattern=TRADE_CURSOR_PATTERN,
+            description="`next_cursor` of the previous page (`<microseconds>.<trade_id>`); "
+            "omit it for the first page.",
+            examples=[f"1767225600000000.{TRADE_ID_EXAMPLE}"],
+        ),
+    ] = None,
+) -> TradePage:
+    if hotkey is not None:
+        hotkey = hotkey_param(hotkey)
+    return await service.list_trades(
+        owner=None if ADMIN in caller.scopes else caller.owner,
+        netuid=netuid,
+        hotkey=hotkey,
+        status=status,
+        limit=limit,
+        cursor=None if cursor is None else service.parse_trade_cursor(cursor),
+    )
 
 
 @router.get(

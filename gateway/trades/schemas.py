@@ -12,6 +12,8 @@ from gateway.dividends.schemas import TradeStatus
 # Trade ids are 32 lowercase hex characters (shared.ids.new_id); the column holds 32.
 TRADE_ID_PATTERN = "^[0-9A-Za-z_-]{1,32}$"
 TRADE_ID_EXAMPLE = "3f9c2b8e0d4a4c55a1f0e6b7c8d9e0f1"
+# A trades page cursor: `<microseconds since the epoch>.<trade_id>` (gateway.trades.service).
+TRADE_CURSOR_PATTERN = "^[0-9]{1,16}\\.[0-9A-Za-z_-]{1,32}$"
 
 
 class TweetsOut(BaseModel):
@@ -73,6 +75,11 @@ class TradeOut(TradeSummary):
     tweets: TweetsOut | None = None
     sentiment: SentimentOut | None = None
     stake_action: StakeActionOut | None = None
+
+
+class TradePage(BaseModel):
+    items: list[TradeSummary]
+    next_cursor: str | None = Field(None, description="Pass as `cursor` for the next page.")
 
 
 class StakeActionPage(BaseModel):

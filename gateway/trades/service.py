@@ -3,33 +3,26 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from datetime import UTC, datetime
 from typing import TypeVar
 
 from pydantic import BaseModel
-from tortoise.exceptions import BaseORMException
+from tortoise.expressions import Q
 
+from gateway.db import guarded
 from gateway.trades.schemas import (
     SentimentOut,
     StakeActionOut,
     StakeActionPage,
     TradeOut,
+    TradePage,
     TradeSummary,
     TweetsOut,
 )
 from shared.db.models import SentimentScore, StakeAction, Trade, TweetBatch
-from shared.db.schema import database_error
 from shared.errors import NotFound
 
-T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
-
-
-async def _db(query: Awaitable[T]) -> T:
-    try:
-        return await query
-    except (BaseORMException, OSError) as exc:
-        raise database_error(exc) from exc
 
 
 async def get_trade(trade_id: str, *, owner: str | None) -> TradeOut:
@@ -40,13 +33,13 @@ async def get_trade(trade_id: str, *, owner: str | None) -> TradeOut:
     query = Trade.filter(trade_id=trade_id)
     if owner is not None:
         query = query.filter(requested_by=owner)
-    trade = await _db(query.first())
+    trade = await guarded(query.first())
     if trade is None:
         raise NotFound(f"no trade {trade_id!r}")
     tweets, sentiment, action = await asyncio.gather(
-        _db(TweetBatch.get_or_none(trade_id=trade_id)),
-        _db(SentimentScore.get_or_none(trade_id=trade_id)),
-        _db(StakeAction.get_or_none(trade_id=trade_id)),
+        guarded(TweetBatch.get_or_none(trade_id=trade_id)),
+        guarded(SentimentScore.get_or_none(trade_id=trade_id)),
+        guarded(StakeAction.get_or_none(trade_id=trade_id)),
     )
     summary = TradeSummary.model_validate(trade, from_attributes=True)
     return TradeOut(
@@ -88,7 +81,50 @@ async def list_stake_actions(
         query = query.filter(direction=direction)
     if cursor is not None:
         query = query.filter(id__lt=cursor)
-    rows = await _db(query.order_by("-id").limit(limit + 1))
+    rows = await guarded(query.order_by("-id").limit(limit + 1))
     items = [StakeActionOut.model_validate(row, from_attributes=True) for row in rows[:limit]]
     next_cursor = str(rows[limit - 1].id) if len(rows) > limit else None
     return StakeActionPage(items=items, next_cursor=next_cursor)
+
+
+def trade_cursor(created_at: datetime, trade_id: str) -> str:
+    """`<microseconds since the epoch>.<trade_id>`: the position of a trade in the newest-first
+    order (created_at, then trade_id), so a page boundary never splits or repeats a trade."""
+    micros = int(created_at.timestamp()) * 1_000_000 + created_at.microsecond
+    return f"{micros}.{trade_id}"
+
+
+def parse_trade_cursor(cursor: str) -> tuple[datetime, str]:
+    """The inverse of `trade_cursor` (the router has checked its pattern)."""
+    micros, _, trade_id = cursor.partition(".")
+    seconds, rest = divmod(int(micros), 1_000_000)
+    return datetime.fromtimestamp(seconds, UTC).replace(microsecond=rest), trade_id
+
+
+async def list_trades(
+    *,
+    owner: str | None,
+    netuid: int | None,
+    hotkey: str | None,
+    status: str | None,
+    limit: int,
+    cursor: tuple[datetime, str] | None,
+) -> TradePage:
+    """Newest first. Only `owner`'s trades, or every trade when `owner` is None (admins)."""
+    query = Trade.all()
+    if owner is not None:
+        query = query.filter(requested_by=owner)
+    if netuid is not None:
+        query = query.filter(netuid=netuid)
+    if hotkey is not None:
+        query = query.filter(hotkey=hotkey)
+    if status is not None:
+        query = query.filter(status=status)
+    if cursor is not None:
+        at, trade_id = cursor
+        query = query.filter(Q(created_at__lt=at) | Q(created_at=at, trade_id__lt=trade_id))
+    rows = await guarded(query.order_by("-created_at", "-trade_id").limit(limit + 1))
+    items = [TradeSummary.model_validate(row, from_attributes=True) for row in rows[:limit]]
+    last = rows[limit - 1] if len(rows) > limit else None
+    next_cursor = None if last is None else trade_cursor(last.created_at, last.trade_id)
+    return TradePage(items=items, next_cursor=next_cursor)

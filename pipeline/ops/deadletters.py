@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+from typing import Any
 
 import orjson
 from redis.asyncio import Redis
@@ -92,3 +93,51 @@ def describe(entry_id: str, letter: dict[str, str]) -> str:
         f"{entry_id}  {letter.get('stream', '?')}  trade={letter.get('trade_id', '-')}  "
         f"deliveries={letter.get('deliveries', '?')}  {error[:100]}"
     )
+
+
+# `dead-letter list --json` / `show --json`: one object per dead letter, these keys.
+JSON_KEYS = {
+    "id": "the dead letter's own entry id (what show/requeue take)",
+    "stream": "the stream the failed entry came from",
+    "group": "the consumer group that failed it",
+    "entry_id": "the failed entry's id on that stream",
+    "trade_id": "its trade, or null",
+    "netuid": "its subnet (int), or null",
+    "hotkey": "its hotkey, or null",
+    "source": "api | schedule | manual | replay, or null",
+    "deliveries": "times it was delivered (int), or null",
+    "error": "the last error (secrets masked)",
+    "occurred_at": "when it was dead-lettered (ISO 8601), or null",
+    "original": "the failed entry's fields (object), or null; `show` only",
+}
+
+
+def _int_or_none(value: str | None) -> int | None:
+    try:
+        return None if value is None else int(value)
+    except ValueError:
+        return None
+
+
+def letter_json(entry_id: str, letter: dict[str, str], *, original: bool) -> dict[str, Any]:
+    """A dead letter in the stable --json shape (JSON_KEYS); `original` only with original."""
+    out: dict[str, Any] = {
+        "id": entry_id,
+        "stream": letter.get("stream"),
+        "group": letter.get("group"),
+        "entry_id": letter.get("entry_id"),
+        "trade_id": letter.get("trade_id"),
+        "netuid": _int_or_none(letter.get("netuid")),
+        "hotkey": letter.get("hotkey"),
+        "source": letter.get("source"),
+        "deliveries": _int_or_none(letter.get("deliveries")),
+        "error": letter.get("error", ""),
+        "occurred_at": letter.get("occurred_at"),
+    }
+    if original:
+        try:
+            fields = orjson.loads(letter.get("original", ""))
+        except orjson.JSONDecodeError:
+            fields = None
+        out["original"] = fields if isinstance(fields, dict) else None
+    return out

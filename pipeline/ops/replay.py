@@ -13,6 +13,8 @@ entry could be laundered into a signed one.
 
 from __future__ import annotations
 
+from typing import Any
+
 from loguru import logger
 from redis.asyncio import Redis
 
@@ -151,3 +153,27 @@ async def publish_plan(
         done = f"; published {len(ids)} entries: {', '.join(ids)}" if ids else ""
         raise ReplayError("; ".join(refused) + done)
     return ids
+
+
+# `replay --json`: {"dry_run": bool, "entries": [one object per entry, these keys],
+# "published": [entry ids] (empty on a dry run)}
+JSON_KEYS = {
+    "stream": "the stream it is (or would be) published to",
+    "trade_id": "its trade (new with --as-new-trade)",
+    "replay_of": "the trade it replays",
+    "type": "the event type",
+    "fields": "every field of the entry as published (signed)",
+}
+
+
+def plan_json(plan: list[tuple[str, dict[str, str]]]) -> list[dict[str, Any]]:
+    return [
+        {
+            "stream": stream,
+            "trade_id": fields.get("trade_id"),
+            "replay_of": fields.get("replay_of"),
+            "type": fields.get("type"),
+            "fields": fields,
+        }
+        for stream, fields in plan
+    ]

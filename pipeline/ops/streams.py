@@ -3,77 +3,14 @@ pending idle time per stream, and the dead-letter count."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict
+from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
 
-from shared.constants import (
-    GROUP_SENTIMENT,
-    GROUP_STAKE,
-    GROUP_TWEETS,
-    STREAM_DEAD_LETTER,
-    STREAM_DIVIDEND_REQUESTED,
-    STREAM_SENTIMENT_SCORED,
-    STREAM_STAKE_EXECUTED,
-    STREAM_TWEETS_FETCHED,
-)
-from shared.events import text
+from shared.streams import GroupRow, dead_letter_count, stream_rows
 
-STREAMS = [
-    (STREAM_DIVIDEND_REQUESTED, GROUP_TWEETS),
-    (STREAM_TWEETS_FETCHED, GROUP_SENTIMENT),
-    (STREAM_SENTIMENT_SCORED, GROUP_STAKE),
-    (STREAM_STAKE_EXECUTED, None),
-    (STREAM_DEAD_LETTER, None),
-]
-
-
-@dataclass(frozen=True, slots=True)
-class GroupRow:
-    stream: str
-    length: int
-    last_id: str
-    group: str | None
-    consumers: int | None
-    pending: int | None
-    lag: int | None
-    oldest_pending_idle_s: float | None
-
-
-async def stream_rows(redis: Redis) -> list[GroupRow]:
-    rows: list[GroupRow] = []
-    for stream, expected_group in STREAMS:
-        try:
-            info = await redis.xinfo_stream(stream)
-        except ResponseError:  # the stream does not exist yet
-            rows.append(GroupRow(stream, 0, "-", expected_group, None, None, None, None))
-            continue
-        length, last_id = int(info["length"]), text(info["last-generated-id"])
-        groups = await redis.xinfo_groups(stream)
-        if not groups:
-            rows.append(GroupRow(stream, length, last_id, None, None, None, None, None))
-        for group in groups:
-            name = text(group["name"])
-            idle = None
-            if int(group["pending"]):
-                oldest = await redis.xpending_range(stream, name, min="-", max="+", count=1)
-                if oldest:
-                    idle = int(oldest[0]["time_since_delivered"]) / 1000
-            lag = group.get("lag")
-            rows.append(
-                GroupRow(
-                    stream,
-                    length,
-                    last_id,
-                    name,
-                    int(group["consumers"]),
-                    int(group["pending"]),
-                    None if lag is None else int(lag),
-                    idle,
-                )
-            )
-    return rows
+__all__ = ["JSON_KEYS", "GroupRow", "render", "report", "report_json", "stream_rows"]
 
 
 def render(rows: list[GroupRow], dead_letters: int) -> str:
@@ -112,4 +49,25 @@ def render(rows: list[GroupRow], dead_letters: int) -> str:
 
 async def report(redis: Redis) -> str:
     rows = await stream_rows(redis)
-    return render(rows, int(await redis.xlen(STREAM_DEAD_LETTER)))
+    return render(rows, await dead_letter_count(redis))
+
+
+# `streams --json`: {"streams": [one object per row, these keys], "dead_letters": int}
+JSON_KEYS = {
+    "stream": "stream name",
+    "length": "entries in the stream",
+    "last_id": 'last generated entry id ("-" if the stream does not exist)',
+    "group": "consumer group, or null (no group reads it)",
+    "consumers": "consumers in the group, or null",
+    "pending": "entries delivered and not yet acked, or null",
+    "lag": "entries not yet delivered to the group, or null (unknown)",
+    "oldest_pending_idle_s": "seconds since the oldest pending entry was delivered, or null",
+}
+
+
+async def report_json(redis: Redis) -> dict[str, Any]:
+    rows = await stream_rows(redis)
+    return {
+        "streams": [asdict(row) for row in rows],
+        "dead_letters": await dead_letter_count(redis),
+    }

@@ -8,6 +8,9 @@ from shared.chain.types import (
     DividendEntry,
     DividendSnapshot,
     DividendStorage,
+    StakeEntry,
+    StakeReader,
+    StakeSnapshot,
 )
 
 __all__ = [
@@ -17,5 +20,8 @@ __all__ = [
     "DividendEntry",
     "DividendSnapshot",
     "DividendStorage",
+    "StakeEntry",
+    "StakeReader",
+    "StakeSnapshot",
     "SubtensorChain",
 ]

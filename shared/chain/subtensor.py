@@ -12,15 +12,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from loguru import logger
 
 from shared.chain.staking_types import ChainNotConnected
-from shared.chain.types import ChainStatus, DividendEntry, DividendSnapshot, DividendStorage
+from shared.chain.types import (
+    ChainStatus,
+    DividendEntry,
+    DividendSnapshot,
+    DividendStorage,
+    StakeEntry,
+    StakeSnapshot,
+)
 from shared.errors import ChainError, ChainTimeout, ChainUnavailable, StorageUnsupported
+from shared.logging import adopt_sdk_logging
 from shared.settings import Settings
 
 T = TypeVar("T")
@@ -41,6 +49,7 @@ def _import_sdk() -> Any:
     os.environ.setdefault("BT_MEV_PROTECTION", "0")
     from bittensor.core.async_subtensor import AsyncSubtensor
 
+    adopt_sdk_logging()  # the import installed its own console logging; route it through ours
     return AsyncSubtensor
 
 
@@ -279,6 +288,24 @@ class SubtensorChain:
             return DividendSnapshot(entries, storage, block, block_hash)
 
         return await self.call("all_dividends", read)
+
+    async def coldkey_stakes(self, coldkeys: Sequence[str]) -> StakeSnapshot:
+        """`StakeReader`: one runtime call per coldkey (StakeInfoRuntimeApi), at one block."""
+
+        async def one(subtensor: Any, coldkey: str, block_hash: str) -> list[StakeEntry]:
+            async with self._read_limit:
+                infos = await subtensor.get_stake_info_for_coldkey(coldkey, block_hash=block_hash)
+            return [
+                StakeEntry(coldkey, str(info.hotkey_ss58), int(info.netuid), int(info.stake.rao))
+                for info in infos
+            ]
+
+        async def read(subtensor: Any) -> StakeSnapshot:
+            block_hash, block = await self._pin(subtensor)
+            chunks = await asyncio.gather(*(one(subtensor, c, block_hash) for c in coldkeys))
+            return StakeSnapshot([e for chunk in chunks for e in chunk], block, block_hash)
+
+        return await self.call("coldkey_stakes", read)
 
     async def netuids(self, subtensor: Any, block_hash: str) -> list[int]:
         result = await subtensor.substrate.query_map(

@@ -5,8 +5,9 @@ Nothing here imports bittensor, so tests can put a fake behind `ChainClient`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 DividendStorage = Literal["TaoDividendsPerSubnet", "RootAlphaDividendsPerSubnet"]
 
@@ -65,3 +66,36 @@ class ChainClient(Protocol):
         ...
 
     async def status(self) -> ChainStatus: ...
+
+
+@dataclass(frozen=True, slots=True)
+class StakeEntry:
+    """Alpha (rao) a coldkey holds on (hotkey, netuid); TAO rao on the root subnet."""
+
+    coldkey: str
+    hotkey: str
+    netuid: int
+    stake_rao: int
+
+
+@dataclass(frozen=True, slots=True)
+class StakeSnapshot:
+    """Every non-zero stake of some coldkeys, read at one block."""
+
+    entries: list[StakeEntry]
+    block: int
+    block_hash: str
+
+
+@runtime_checkable
+class StakeReader(Protocol):
+    """An optional read a `ChainClient` may offer: the stake held by given coldkeys.
+
+    Separate from `ChainClient` so that a client without it (a fake, a later SDK) still
+    serves dividends; callers check `isinstance(chain, StakeReader)` and say when it is
+    missing. Raises only `shared.errors.ChainError` subclasses.
+    """
+
+    async def coldkey_stakes(self, coldkeys: Sequence[str]) -> StakeSnapshot:
+        """Every non-zero stake of `coldkeys`, all at one pinned block."""
+        ...

@@ -1,14 +1,24 @@
 """Where the recorded runtime metadata lives, and reading it.
 
-The blobs stay in the reference kit beside the checkout (`../shared/chain-fixtures`)
-or in the directory named by `CHAIN_FIXTURES_DIR`; they are never copied into the
-repository. Callers that cannot run without them (tests, the CLI) check
+The blobs stay in the reference kit beside the checkout (`../shared/chain-fixtures`),
+in the directory named by `CHAIN_FIXTURES_DIR`, or in a directory `scripts/record_metadata.py`
+recorded from a live node (`make demo` uses `./data/chain-fixtures`); they are never copied
+into the repository. Callers that cannot run without them (tests, the CLI) check
 `fixtures_dir()` first and skip or exit with `FIXTURES_HINT`.
+
+A directory holds any number of runtimes, found by file name (the kit's format: each file
+is the exact JSON-RPC `result` string, `0x` hex, no newline):
+
+- `spec{N}_v15_metadata_at_version.hex`: `state_call Metadata_metadata_at_version 0x0f000000`
+  (SCALE `Option<OpaqueMetadata>`); required, it is what makes spec N known;
+- `spec{N}_v{V}_state_getMetadata.hex`: `state_getMetadata` (metadata version V, 14 on a
+  real node); optional, without it `state_getMetadata` answers the V15 metadata.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,12 +30,12 @@ FIXTURES_HINT = (
     "(recorded Subtensor metadata, see ../shared/chain-fixtures/README.md)"
 )
 
-# spec_version -> (V15 `Metadata_metadata_at_version` answer, V14 `state_getMetadata` answer)
-FILES: dict[int, tuple[str, str | None]] = {
-    315: ("spec315_v15_metadata_at_version.hex", "spec315_v14_state_getMetadata.hex"),
-    393: ("spec393_v15_metadata_at_version.hex", None),
-}
-SPECS = tuple(sorted(FILES))
+# The reference kit's runtimes, which the tests are written against.
+SPECS = (315, 393)
+V15_FILE = "spec{spec}_v15_metadata_at_version.hex"
+METADATA_FILE = "spec{spec}_v{version}_state_getMetadata.hex"
+_V15_RE = re.compile(r"^spec(\d+)_v15_metadata_at_version\.hex$")
+_METADATA_RE = re.compile(r"^spec(\d+)_v(\d+)_state_getMetadata\.hex$")
 
 # `Balances.ExistentialDeposit` is a metadata constant, not storage. Its encoding in the
 # pallet's constant list: SCALE string name, compact type id (u64 = 6 -> 0x18), then the
@@ -50,13 +60,26 @@ class MetadataBlobs:
         return _strip_option_vec(self.v15_option)
 
 
-def fixtures_dir() -> Path | None:
-    """The fixtures directory, or None when this machine lacks it."""
+def recorded_specs(directory: Path) -> tuple[int, ...]:
+    """The runtimes recorded in a directory (those with a V15 file), ascending."""
+    if not directory.is_dir():
+        return ()
+    found = (_V15_RE.match(entry.name) for entry in directory.iterdir() if entry.is_file())
+    return tuple(sorted(int(match.group(1)) for match in found if match))
+
+
+def metadata_dir() -> Path | None:
+    """Where `DevChain` reads by default: `CHAIN_FIXTURES_DIR` (any recorded runtime) or the
+    kit beside the checkout; None when that directory has no runtime at all."""
     configured = os.environ.get(ENV_VAR)
     path = Path(configured) if configured else DEFAULT_DIR
-    if not path.is_dir():
-        return None
-    if not all((path / v15).is_file() for v15, _ in FILES.values()):
+    return path if recorded_specs(path) else None
+
+
+def fixtures_dir() -> Path | None:
+    """The kit's directory (both `SPECS` present), or None when this machine lacks it."""
+    path = metadata_dir()
+    if path is None or not set(SPECS) <= set(recorded_specs(path)):
         return None
     return path
 
@@ -90,18 +113,32 @@ def _patch_ed(blob: bytes, existential_deposit: int) -> bytes:
     return blob[:start] + existential_deposit.to_bytes(8, "little") + blob[start + 8 :]
 
 
+def _metadata_file(directory: Path, spec: int) -> Path | None:
+    """spec N's `state_getMetadata` answer; the lowest metadata version when several."""
+    found = sorted(
+        (int(match.group(2)), entry)
+        for entry in directory.iterdir()
+        if (match := _METADATA_RE.match(entry.name)) and int(match.group(1)) == spec
+    )
+    return found[0][1] if found else None
+
+
 def load_blobs(
     spec: int, *, directory: Path | None = None, existential_deposit: int | None = None
 ) -> MetadataBlobs:
     """Read one runtime's metadata, optionally with a different existential deposit."""
-    if spec not in FILES:
-        raise ValueError(f"unknown spec {spec}; recorded: {', '.join(map(str, SPECS))}")
-    directory = directory or fixtures_dir()
+    directory = directory or metadata_dir()
     if directory is None:
         raise FixturesNotFound(FIXTURES_HINT)
-    v15_name, v14_name = FILES[spec]
-    v15_option = _read_hex(directory / v15_name)
-    raw = _read_hex(directory / v14_name) if v14_name else _strip_option_vec(v15_option)
+    v15_path = directory / V15_FILE.format(spec=spec)
+    if not v15_path.is_file():
+        recorded = ", ".join(map(str, recorded_specs(directory))) or "none"
+        raise FixturesNotFound(f"no {v15_path.name} in {directory} (recorded specs: {recorded})")
+    v15_option = _read_hex(v15_path)
+    metadata_path = _metadata_file(directory, spec)
+    raw = _read_hex(metadata_path) if metadata_path else _strip_option_vec(v15_option)
+    if not raw.startswith(b"meta"):
+        raise ValueError(f"{metadata_path or v15_path} does not hold runtime metadata")
     if existential_deposit is not None:
         v15_option = _patch_ed(v15_option, existential_deposit)
         raw = _patch_ed(raw, existential_deposit)

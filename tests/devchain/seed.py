@@ -44,14 +44,16 @@ def seed_demo(node: DevChain) -> dict[int, dict[str, int]]:
     """Subnets 0, 1, 3 and 18 with prices, four hotkeys each (DEMO_HOTKEY on 18).
 
     Dividends go to the runtime's own item (TaoDividendsPerSubnet on 315,
-    RootAlphaDividendsPerSubnet on 393) and mirrored into AlphaDividendsPerSubnet.
+    RootAlphaDividendsPerSubnet on 393) and mirrored into AlphaDividendsPerSubnet
+    where the runtime has it.
     """
     entries = demo_entries()
     for netuid, price in DEMO_SUBNETS.items():
         node.add_subnet(netuid, price_tao=price)
         node.set_dividends(netuid, entries[netuid])
-        if node.dividend_storage != "AlphaDividendsPerSubnet":
-            node.set_dividends(netuid, entries[netuid], storage="AlphaDividendsPerSubnet")
+        alpha = "AlphaDividendsPerSubnet"
+        if node.dividend_storage != alpha and alpha in node.logic.dividend_storages:
+            node.set_dividends(netuid, entries[netuid], storage=alpha)
     return entries
 
 

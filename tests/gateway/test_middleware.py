@@ -101,3 +101,57 @@ async def test_hostile_paths_are_logged_on_one_line_each(settings: Settings) -> 
     assert "/x\\n2026-01-01T00:00:00.000Z" in access[0]
     assert "/y{foo}" in access[1]
     assert "/z\\x1b[31mred" in access[2]
+
+
+async def test_every_line_logged_while_serving_a_request_carries_its_id(
+    settings: Settings,
+) -> None:
+    """Bound through context: a line logged deep in a service, by a stdlib logger or by a task
+    the handler started carries the request's id, with no binding at the call site."""
+    import asyncio
+    import logging
+    from typing import Any
+
+    app = create_app(settings, chain=FakeChain())
+
+    def service_layer() -> None:
+        logger.info("deep service line")
+        logging.getLogger("tortoise").warning("stdlib library line")
+
+    async def in_a_task() -> None:
+        logger.warning("task line")
+
+    async def handler() -> dict[str, str]:
+        service_layer()
+        await asyncio.create_task(in_a_task())
+        return {"ok": "yes"}
+
+    app.add_api_route("/_test/deep", handler)
+    records: list[dict[str, Any]] = []
+
+    def sink(message: Any) -> None:
+        record = message.record
+        records.append({"msg": record["message"], "name": record["name"], **record["extra"]})
+
+    sink_id = logger.add(sink, level="DEBUG")  # after create_app: it reconfigures logging
+    try:
+        async with running_app(app) as client:
+            first = await client.get("/_test/deep", headers={"X-Request-ID": "req-one"})
+            second = await client.get("/_test/deep")
+        logger.info("after the requests")
+    finally:
+        logger.remove(sink_id)
+    assert first.status_code == second.status_code == 200
+    rid = second.headers["x-request-id"]
+    by_id: dict[str | None, list[str]] = {}
+    for record in records:
+        by_id.setdefault(record.get("request_id"), []).append(record["msg"])
+    for request_id in ("req-one", rid):
+        lines = by_id[request_id]
+        assert lines[:3] == ["deep service line", "stdlib library line", "task line"]
+        assert lines[3].startswith("GET /_test/deep 200 ")  # the access line
+    stdlib = next(r for r in records if r["msg"] == "stdlib library line")
+    assert stdlib["name"] == "tortoise"
+    # nothing logged outside a request carries an id
+    assert "after the requests" in by_id[None]
+    assert set(by_id) == {None, "req-one", rid}

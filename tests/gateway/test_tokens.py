@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from datetime import datetime
 
 import asyncpg
 
@@ -77,3 +78,26 @@ async def test_unknown_scope_or_reserved_name_is_refused_and_creates_nothing(
         assert await conn.fetchval("SELECT count(*) FROM api_tokens") == 0
     finally:
         await conn.close()
+
+
+async def test_list_json_has_the_documented_keys_and_no_secret(clean_db: str) -> None:
+    import orjson
+
+    from gateway.tokens import JSON_KEYS
+
+    assert orjson.loads(_run(clean_db, "list", "--json").stdout) == []
+    bot = _run(clean_db, "create", "bot", "--scopes", "trade,read").stdout.splitlines()[-1]
+    dash = _run(clean_db, "create", "dash").stdout.splitlines()[-1]
+    assert _run(clean_db, "revoke", "dash").returncode == 0
+    listed = _run(clean_db, "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert bot not in listed.stdout and dash not in listed.stdout
+    assert listed.stdout.count("\n") == 1  # one JSON document on one line
+    rows = orjson.loads(listed.stdout)
+    assert [list(row) for row in rows] == [list(JSON_KEYS)] * 2
+    first, second = rows
+    assert first["name"] == "bot" and first["scopes"] == ["read", "trade"]
+    assert first["prefix"] == bot[:8] and first["active"] is True and first["revoked_at"] is None
+    assert second["name"] == "dash" and second["scopes"] == ["read"]
+    assert second["active"] is False and second["revoked_at"] >= second["created_at"]
+    assert datetime.fromisoformat(first["created_at"]).tzinfo is not None

@@ -51,3 +51,136 @@ def test_braces_in_an_exception_are_kept_as_they_are(text_log: list[str]) -> Non
         logger.opt(exception=exc).error("lookup failed")
     text = "".join(text_log)
     assert "  | KeyError: '{key} <red>'" in text
+
+
+@pytest.fixture
+def json_log() -> Iterator[list[str]]:
+    lines: list[str] = []
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None, log_format="json", event_signing_key=SecretStr("k" * 32)
+    )
+    configure_logging(settings, sink=lambda message: lines.append(str(message)))
+    yield lines
+    logger.remove()
+
+
+def _load_failure() -> None:
+    try:
+        {"a": 1}["b"]
+    except KeyError as exc:
+        raise ConnectionError("chain down\nBearer abc.def \x1b[2K {key}\u2028\x85.") from exc
+
+
+class TestJsonExceptions:
+    def test_the_traceback_is_kept_as_frames_with_its_cause(self, json_log: list[str]) -> None:
+        import orjson
+
+        try:
+            _load_failure()
+        except ConnectionError as exc:
+            logger.opt(exception=exc).error("entry failed")
+        [line] = json_log
+        assert len(line.splitlines()) == 1 and line.endswith("\n")  # one record, one line
+        record = orjson.loads(line)
+        assert record["msg"] == "entry failed" and record["level"] == "ERROR"
+        fields = record["exception"]
+        assert fields["type"] == "ConnectionError"
+        # masked, and the control characters travel JSON-escaped (one line), not dropped
+        assert fields["message"] == "chain down\nBearer *** \x1b[2K {key}\u2028\x85."
+        frames = fields["traceback"]
+        assert [f["function"] for f in frames] == [
+            "test_the_traceback_is_kept_as_frames_with_its_cause",
+            "_load_failure",
+        ]
+        assert frames[-1]["file"] == __file__ and isinstance(frames[-1]["line"], int)
+        assert "ConnectionError" in frames[-1]["code"]
+        cause = fields["cause"]
+        assert cause["type"] == "KeyError" and cause["message"] == "'b'"
+        assert cause["traceback"][0]["function"] == "_load_failure"
+        assert "cause" not in cause
+
+    def test_module_qualified_types_and_configured_secrets_are_masked(
+        self, json_log: list[str]
+    ) -> None:
+        import orjson
+        from redis.exceptions import ResponseError
+
+        from shared.logging import register_secrets
+
+        register_secrets(["cpk_json_secret_987654"])
+        try:
+            raise ResponseError("bad key cpk_json_secret_987654")
+        except ResponseError as exc:
+            logger.opt(exception=exc).warning("redis said no")
+        exc_fields = orjson.loads(json_log[-1])["exception"]
+        assert exc_fields["type"] == "redis.exceptions.ResponseError"
+        assert exc_fields["message"] == "bad key ***"
+        assert "cpk_json_secret_987654" not in json_log[-1]
+
+    def test_a_record_without_exception_has_no_exception_key(self, json_log: list[str]) -> None:
+        import orjson
+
+        logger.info("plain")
+        assert "exception" not in orjson.loads(json_log[-1])
+
+
+# A fresh process: it configures logging the way gateway and pipeline do, imports the SDK
+# (before or after, as given), then the SDK logs a chain error through its own logger.
+_SDK_SCRIPT = """
+import logging, sys, time
+from pydantic import SecretStr
+from shared.settings import Settings
+from shared.logging import configure_logging
+
+def configure():
+    configure_logging(Settings(_env_file=None, log_format="text", log_level="INFO",
+                               event_signing_key=SecretStr("k" * 32)))
+
+def sdk():
+    from shared.chain.subtensor import _import_sdk
+    _import_sdk()
+
+first, then = (configure, sdk) if sys.argv[1] == "configure-first" else (sdk, configure)
+first()
+then()
+from bittensor.utils.btlogging import logging as btlogging
+btlogging.error(":cross_mark: [red]Failed to get payment info: [/red]chain-error-42")
+try:
+    raise RuntimeError("boom-43")
+except RuntimeError:
+    btlogging.exception("[red]submit failed[/red]")
+logging.getLogger("uvicorn.error").warning("uvicorn-after-sdk-44")
+logging.getLogger("async_substrate_interface").warning("substrate-after-sdk-45")
+time.sleep(0.2)  # the SDK's listener thread would print its copy by now (and at exit)
+"""
+
+
+@pytest.mark.parametrize("order", ["configure-first", "sdk-first"])
+def test_an_sdk_error_is_logged_once_without_ansi(order: str) -> None:
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run(
+        [sys.executable, "-c", _SDK_SCRIPT, order],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    output = proc.stdout + proc.stderr
+    assert "\x1b" not in output and "\\x1b" not in output  # no colours, raw or escaped
+    assert output.count("chain-error-42") == 1
+    [line] = [row for row in output.splitlines() if "chain-error-42" in row]
+    assert " ERROR   bittensor Failed to get payment info: chain-error-42" in line
+    assert "[red]" not in output and ":cross_mark:" not in output
+    assert output.count("submit failed") == 1 and output.count("boom-43") == 1
+    assert "  | RuntimeError: boom-43" in output  # its traceback, once, in our format
+    # what importing the SDK strips from other loggers is given back
+    assert output.count("uvicorn-after-sdk-44") == 1
+    assert output.count("substrate-after-sdk-45") == 1

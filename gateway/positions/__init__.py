@@ -1,0 +1,1 @@
+"""Stake held per (netuid, hotkey): from the stored stake actions, and from the chain."""

@@ -1,0 +1,1 @@
+"""Sentiment score history per subnet."""

@@ -1,0 +1,1 @@
+"""The stream pipeline's backlog, read-only: lengths, group lag, pending entries, dead letters."""

@@ -1,0 +1,46 @@
+"""Helpers both command lines share: JSON output and its documented keys, argument types."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import textwrap
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+
+def print_json(value: Any) -> None:
+    """One JSON document on one line of stdout (JSON lines when repeated, e.g. `--watch`)."""
+    sys.stdout.write(orjson.dumps(value, default=str).decode() + "\n")
+    sys.stdout.flush()
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Wraps a one-paragraph description; keeps the lines of a text that has its own line
+    breaks (the --json key tables of json_help)."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if "\n" in text:
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+
+def json_help(shape: str, keys: Mapping[str, str]) -> str:
+    """An epilog documenting a --json output: its shape, then one line per key (use with
+    HelpFormatter)."""
+    width = max(len(k) for k in keys)
+    lines = textwrap.wrap(f"--json prints {shape}:", width=78)
+    lines += [f"  {key.ljust(width)}  {meaning}" for key, meaning in keys.items()]
+    return "\n".join(lines)
+
+
+def port_number(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be in 0..65535, got {port}")
+    return port
