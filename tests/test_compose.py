@@ -659,7 +659,13 @@ class TestDockerfiles:
                 if not any(f.startswith("--from=") for f in flags):
                     sources.extend(operands[:-1])
         assert sorted(sources) == sorted(
-            ["requirements.txt", "shared/", f"{role}/", "compose/healthcheck.py"]
+            [
+                "requirements.txt",
+                "pyproject.toml",  # the version `--version` and the API report
+                "shared/",
+                f"{role}/",
+                "compose/healthcheck.py",
+            ]
         )
         for source in sources:
             lowered = source.lower()
@@ -708,7 +714,7 @@ class TestDockerignore:
     def test_every_file_the_images_copy_is_sent(
         self, ignore_rules: list[tuple[bool, re.Pattern[str]]]
     ) -> None:
-        needed = ["requirements.txt", "compose/healthcheck.py"]
+        needed = ["requirements.txt", "pyproject.toml", "compose/healthcheck.py"]
         for package in ("gateway", "pipeline", "shared"):
             needed += [
                 p.relative_to(ROOT).as_posix()

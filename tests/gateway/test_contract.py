@@ -192,7 +192,7 @@ def gateway(redis_url: str, database_url: str) -> Iterator[Gateway]:
     finally:
         server.should_exit = True
         thread.join(20)
-        # `pytest -s` shows it: the figure quoted in the README.
+        # `pytest -s` shows it: the figure quoted in docs/development.md.
         print(f"\ncontract: {counter.requests} requests, statuses {counter.statuses()}")
 
 

@@ -1,8 +1,8 @@
-"""The suite's figures: one row per scenario in a JSON file, rendered as the README table.
+"""The suite's figures: one row per scenario in a JSON file, rendered as the table in docs/resilience.md.
 
 Each scenario records what it did and what it measured (`record`); the session prints
 the table at the end, and `python -m tests.resilience.results [PATH]` prints it again
-from the file (that output is what README.md's "Resilience" section shows).
+from the file (that output is what docs/resilience.md shows).
 """
 
 from __future__ import annotations

@@ -118,7 +118,7 @@ def test_without_metadata_it_records_once_then_reuses(
     places: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert KIT is not None
-    with devchain_process("--spec", "393") as url:
+    with devchain_process("--spec", "393", "--fixtures", str(KIT)) as url:
         found = demo.find_metadata(None, url)
         assert f"recording it once from BITTENSOR_NETWORK={url}" in capsys.readouterr().out
         assert (found.directory, found.spec) == (places["recorded"], 393)

@@ -119,7 +119,7 @@ def test_a_silent_server_is_bounded_by_the_timeout(tmp_path: Path) -> None:
 
 @needs_kit
 def test_a_node_that_stops_answering_is_bounded_by_the_timeout(tmp_path: Path) -> None:
-    with devchain_process("--spec", "393") as url:
+    with devchain_process("--spec", "393", "--fixtures", str(KIT)) as url:
         rpc(url, "dev_fault", "stall", "state_call")
         with pytest.raises(RecordError, match=r"state_call: no answer within 0\.5s"):
             record(url, tmp_path / "out", timeout_s=0.5)
