@@ -190,6 +190,7 @@ async def main() -> int:
         Settings(
             bittensor_network=url,
             chain_timeout_s=600,
+            worker_handler_timeout_s=1500,  # must fit the long chain timeout (checked at start)
             chain_connect_timeout_s=60,
             dividends_storage="auto",
         )

@@ -37,13 +37,13 @@ Remembered = tuple[float, str | None, frozenset[str]]
 
 
 class AuthBusy(RateLimited):
-    """Every stored-token lookup slot is taken: answered at once with 503 and Retry-After.
+    """Every stored-token lookup slot is taken: answered at once with Retry-After.
 
-    A load shed, not the caller's fault (the bound is global), hence 503 rather than 429;
-    it is a `RateLimited` so that the answer carries Retry-After like the other limits.
+    A load shed, not the caller's fault (the bound is global), hence its own code (the
+    gateway answers 503 rather than 429); it is a `RateLimited` so that the answer carries
+    Retry-After like the other limits.
     """
 
-    status = 503
     code = "auth_busy"
 
 

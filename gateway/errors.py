@@ -1,9 +1,16 @@
-"""One mapping from errors to the JSON error shape `{"error": {code, message, request_id}}`."""
+"""The one mapping from errors to HTTP: an error's `code` to its status, and every error
+answer to the JSON shape `{"error": {code, message, request_id}}`.
+
+Errors carry codes only (shared.errors and its subclasses in gateway/, pipeline/, shared/);
+no other module decides the status an error is answered with.
+"""
 
 from __future__ import annotations
 
 import re
-from typing import Any
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any, Final
 
 import orjson
 from fastapi import FastAPI, Request
@@ -29,6 +36,46 @@ class ErrorBody(BaseModel):
     """The shape of every error answer, documented in OpenAPI from the same place."""
 
     error: ErrorDetail
+
+
+# Every AppError code in use and the status it is answered with (a test walks all subclasses
+# of AppError and checks each code is here). An unknown code would answer 500.
+STATUS_BY_CODE: Final[Mapping[str, int]] = MappingProxyType(
+    {
+        "bad_request": 400,  # Content-Length is not a number (gateway.limits)
+        "unauthorized": 401,
+        "insufficient_scope": 403,
+        "not_found": 404,
+        "payload_too_large": 413,
+        "uri_too_long": 414,
+        "validation_error": 422,
+        "rate_limited": 429,
+        "headers_too_large": 431,
+        "internal_error": 500,
+        # An outside API (Datura, Chutes) failed us: a bad gateway, whatever it answered.
+        "external_api_error": 502,
+        "external_auth_error": 502,
+        "external_quota_error": 502,
+        "external_not_configured": 502,
+        "external_invalid_response": 502,
+        # A dependency is down or cannot serve this request now.
+        "unavailable": 503,
+        "redis_unavailable": 503,
+        "database_unavailable": 503,
+        "schema_outdated": 503,
+        "auth_busy": 503,  # a global load shed, not the caller's fault: not a 429
+        "chain_error": 503,
+        "chain_unavailable": 503,
+        "chain_bad_response": 503,
+        "storage_unsupported": 503,
+        "chain_timeout": 504,
+    }
+)
+
+
+def status_for(exc: AppError) -> int:
+    """The HTTP status an error is answered with."""
+    return STATUS_BY_CODE.get(exc.code, 500)
 
 
 # Headers an error answer always carries, documented with the status that carries them.
@@ -92,7 +139,7 @@ async def app_error(request: Request, exc: Exception) -> Response:
         headers["WWW-Authenticate"] = 'Bearer realm="taostake"'
     if isinstance(exc, RateLimited):
         headers["Retry-After"] = str(exc.retry_after_s)
-    return error_response(exc.status, exc.code, exc.message, _rid(request), headers)
+    return error_response(status_for(exc), exc.code, exc.message, _rid(request), headers)
 
 
 def _location(error: dict[str, Any]) -> str:

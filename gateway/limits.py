@@ -23,11 +23,24 @@ MAX_HEADER_BYTES: Final = 16 * 1024
 MAX_TRACKED_CLIENTS: Final = 10_000
 
 
-class RequestTooLarge(AppError):
-    """The request exceeds a limit; `status` and `code` say which."""
+class RequestRefused(AppError):
+    """The request line, headers or body break a limit; the subclass (its `code`) says which."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message, code=code, status=status)
+
+class UriTooLong(RequestRefused):
+    code = "uri_too_long"
+
+
+class HeadersTooLarge(RequestRefused):
+    code = "headers_too_large"
+
+
+class PayloadTooLarge(RequestRefused):
+    code = "payload_too_large"
+
+
+class BadContentLength(RequestRefused):
+    code = "bad_request"
 
 
 def check_head(scope: Scope) -> None:
@@ -35,11 +48,9 @@ def check_head(scope: Scope) -> None:
     raw_path = scope.get("raw_path")
     path_bytes = len(raw_path) if raw_path is not None else len(scope["path"].encode())
     if path_bytes > MAX_PATH_BYTES:
-        raise RequestTooLarge(414, "uri_too_long", f"path longer than {MAX_PATH_BYTES} bytes")
+        raise UriTooLong(f"path longer than {MAX_PATH_BYTES} bytes")
     if len(scope["query_string"]) > MAX_QUERY_BYTES:
-        raise RequestTooLarge(
-            414, "uri_too_long", f"query string longer than {MAX_QUERY_BYTES} bytes"
-        )
+        raise UriTooLong(f"query string longer than {MAX_QUERY_BYTES} bytes")
     size = 0
     declared: int | None = None
     for name, value in scope["headers"]:
@@ -48,21 +59,15 @@ def check_head(scope: Scope) -> None:
             try:
                 declared = int(value)
             except ValueError:
-                raise RequestTooLarge(
-                    400, "bad_request", "Content-Length is not a number"
-                ) from None
+                raise BadContentLength("Content-Length is not a number") from None
     if size > MAX_HEADER_BYTES:
-        raise RequestTooLarge(
-            431, "headers_too_large", f"request headers larger than {MAX_HEADER_BYTES} bytes"
-        )
+        raise HeadersTooLarge(f"request headers larger than {MAX_HEADER_BYTES} bytes")
     if declared is not None and declared > MAX_BODY_BYTES:
-        raise RequestTooLarge(
-            413, "payload_too_large", f"request body larger than {MAX_BODY_BYTES} bytes"
-        )
+        raise PayloadTooLarge(f"request body larger than {MAX_BODY_BYTES} bytes")
 
 
 def capped_receive(receive: Receive) -> Receive:
-    """`receive` that raises `RequestTooLarge` once a body without a (truthful)
+    """`receive` that raises `PayloadTooLarge` once a body without a (truthful)
     Content-Length passes MAX_BODY_BYTES, before the rest is buffered anywhere."""
     seen = 0
 
@@ -72,9 +77,7 @@ def capped_receive(receive: Receive) -> Receive:
         if message["type"] == "http.request":
             seen += len(message.get("body", b""))
             if seen > MAX_BODY_BYTES:
-                raise RequestTooLarge(
-                    413, "payload_too_large", f"request body larger than {MAX_BODY_BYTES} bytes"
-                )
+                raise PayloadTooLarge(f"request body larger than {MAX_BODY_BYTES} bytes")
         return message
 
     return wrapped

@@ -15,8 +15,8 @@ from loguru import logger
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.dividends import fastpath
-from gateway.errors import error_response
-from gateway.limits import RequestTooLarge, capped_receive, check_head
+from gateway.errors import error_response, status_for
+from gateway.limits import RequestRefused, capped_receive, check_head
 from gateway.metrics import HTTP_LATENCY, HTTP_REQUESTS, OVERSIZED_REQUESTS
 from shared.logging import printable
 
@@ -71,9 +71,9 @@ class RequestContextMiddleware:
             try:
                 try:
                     check_head(scope)
-                except RequestTooLarge as exc:
+                except RequestRefused as exc:
                     OVERSIZED_REQUESTS.labels(exc.code).inc()
-                    response = error_response(exc.status, exc.code, exc.message, rid)
+                    response = error_response(status_for(exc), exc.code, exc.message, rid)
                     await response(scope, receive, send_with_id)
                     return
                 receive = capped_receive(receive)

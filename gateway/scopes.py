@@ -30,7 +30,6 @@ _OWNER_KDF = {"n": 2**15, "r": 8, "p": 1, "maxmem": 64 * 1024 * 1024, "dklen": 1
 
 
 class InsufficientScope(AppError):
-    status = 403
     code = "insufficient_scope"
 
 

@@ -34,6 +34,7 @@ from prometheus_client.registry import Collector
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
+from shared.chain.staking_types import NOT_SENT_MESSAGE
 from shared.constants import (
     GROUP_SENTIMENT,
     GROUP_STAKE,
@@ -338,8 +339,12 @@ def _stream_families(lengths: Mapping[str, int], groups: Iterable[GroupState]) -
 
 
 def _stake_families(
-    by_status: Mapping[str, int], skips: Mapping[str, int], oldest_unsettled_s: float
+    by_status: Mapping[str, int],
+    skips: Mapping[str, int],
+    oldest_unsettled_s: float,
+    not_sent: int = 0,
 ) -> list[Metric]:
+    """`not_sent`: the `failed` rows whose extrinsic was never sent (no on-chain failure)."""
     actions = GaugeMetricFamily(
         "taostake_stake_actions",
         "Stored stake decisions (stake_actions rows) by status; global, from the database",
@@ -347,7 +352,8 @@ def _stake_families(
     )
     extrinsics = GaugeMetricFamily(
         "taostake_stake_extrinsics",
-        "Submitted stake extrinsics by outcome (submitting/unknown: not settled yet); global",
+        "Submitted stake extrinsics by outcome (submitting/unknown: not settled yet; "
+        "failed leaves out the rows never sent); global",
         labels=["outcome"],
     )
     skipped = GaugeMetricFamily(
@@ -365,7 +371,8 @@ def _stake_families(
         for status, count in statuses.items():
             actions.add_metric([status], count)
         for outcome in EXTRINSIC_OUTCOMES:
-            extrinsics.add_metric([outcome], statuses.get(outcome, 0))
+            count = statuses.get(outcome, 0) - (not_sent if outcome == "failed" else 0)
+            extrinsics.add_metric([outcome], max(0, count))
         for reason, count in (dict.fromkeys(SKIP_REASON_LABELS, 0) | dict(skips)).items():
             skipped.add_metric([reason], count)
         oldest.add_metric([], oldest_unsettled_s)
@@ -557,6 +564,12 @@ class Sampler:
         conn = connections.get("default")
         skip_rows = await conn.execute_query_dict(_skips_sql(StakeAction._meta.db_table))
         skips = {str(row["kind"]): int(row["n"]) for row in skip_rows}
+        # A `failed` row whose extrinsic was never sent (no connection at submit, a failure
+        # or cancellation before it): no extrinsic reached the chain, so it is no on-chain
+        # failure. Told apart by its `message`, which only the stake stage writes so.
+        not_sent = 0
+        if by_status.get("failed"):
+            not_sent = await StakeAction.filter(status="failed", message=NOT_SENT_MESSAGE).count()
         oldest_s = 0.0
         if any(by_status.get(status) for status in UNSETTLED_STATUSES):
             first = (
@@ -570,7 +583,7 @@ class Sampler:
                 oldest_s = max(0.0, time.time() - since.timestamp())
         if not by_status:
             by_status = dict.fromkeys(STAKE_STATUSES, 0)  # an empty table is a real answer
-        return _stake_families(by_status, skips, oldest_s)
+        return _stake_families(by_status, skips, oldest_s, not_sent)
 
     async def _sample_schedule(self) -> list[Metric]:
         async with self._redis.pipeline(transaction=False) as pipe:

@@ -37,7 +37,7 @@ import socket
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 import orjson
@@ -46,6 +46,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from pipeline.metrics import WORKER_REDIS_ERRORS, StageMetrics
+from shared.backoff import Backoff, Waits
 from shared.constants import EVENT_VERSION, KEY_WORKER_HEALTH, STREAM_DEAD_LETTER
 from shared.events import decode_fields, text
 from shared.ids import iso, new_id, utcnow
@@ -65,8 +66,8 @@ _STAT_NAMES: Final = ("done", "retried", "dead_lettered", "reclaimed", "failed",
 # Last errors are kept per entry until it is acked or dead-lettered; entries that
 # another consumer finishes would otherwise accumulate, so the map is bounded.
 _LAST_ERRORS_MAX: Final = 10_000
-_BACKOFF_FIRST_S: Final = 0.1
-_BACKOFF_CAP_S: Final = 5.0
+# A read or reclaim loop that keeps hitting Redis errors waits this long, doubling to the cap.
+_REDIS_BACKOFF: Final = Backoff(first_s=0.1, cap_s=5.0)
 # A handler whose dependency is down is retried in place: first after this, doubling to the cap.
 _OUTAGE_FIRST_S: Final = 0.5
 _OUTAGE_CAP_S: Final = 15.0
@@ -155,23 +156,6 @@ class _InFlight:
     stage: Stage
     entry_id: str
     last_touch: float  # monotonic; when its idle time was last reset in Redis
-
-
-@dataclass(slots=True)
-class _Backoff:
-    """Capped exponential backoff for a loop that keeps hitting Redis errors."""
-
-    first: float = _BACKOFF_FIRST_S
-    cap: float = _BACKOFF_CAP_S
-    _next: float = field(default=0.0, init=False)
-
-    def delay(self) -> float:
-        current = self._next or self.first
-        self._next = min(self.cap, current * 2)
-        return current
-
-    def reset(self) -> None:
-        self._next = 0.0
 
 
 def _stream_entries(response: Any) -> list[Any]:
@@ -268,7 +252,7 @@ class Worker:
         self._health_ttl_s = health_ttl_s
         self._dead_letter_maxlen = dead_letter_maxlen
         self._shutdown_grace_s = shutdown_grace_s
-        self._outage_backoff_s = outage_backoff_s  # (first wait, cap) while a dependency is down
+        self._outage_backoff = Backoff(*outage_backoff_s)  # (first, cap) while a dependency is down
 
         self.stats: dict[str, int] = dict.fromkeys(_STAT_NAMES, 0)
         # Prometheus series per stage, bound once (pipeline/metrics.py).
@@ -382,7 +366,7 @@ class Worker:
         stage does not sit on capacity another stage could use.
         """
         client = self._redis.client()  # one connection of our own, so stop() can unblock it
-        backoff = _Backoff()
+        backoff = _REDIS_BACKOFF.waits()
         group_ready = False
         idle = False
         log = self._log.bind(stage=stage.name, stream=stage.stream)
@@ -445,7 +429,7 @@ class Worker:
 
     async def _reclaim_loop(self) -> None:
         """Every `claim_every_s`, take over entries idle for `claim_idle_ms` in every stage."""
-        backoff = _Backoff()
+        backoff = _REDIS_BACKOFF.waits()
         while not self._stop_event.is_set():
             for stage in self._stages:
                 if self._stop_event.is_set():
@@ -659,7 +643,7 @@ class Worker:
         delivery however long it lasts. Each try gets the full handler timeout. At stop the
         last error is raised: the entry stays pending for whoever runs next.
         """
-        backoff = _Backoff(*self._outage_backoff_s)
+        backoff = self._outage_backoff.waits()
         while True:
             timeout = asyncio.timeout(self._handler_timeout_s)
             try:
@@ -679,7 +663,7 @@ class Worker:
                     raise
                 self.stats["outage_waits"] += 1
                 self._metrics[stage.name].outage_waits.inc()
-                delay = backoff.delay()
+                delay = backoff.next()
                 log.warning(
                     "dependency unavailable; retrying in place (no delivery spent)",
                     reason=mask(reason),
@@ -917,8 +901,8 @@ class Worker:
             await asyncio.wait_for(self._stop_event.wait(), seconds)
         return self._stop_event.is_set()
 
-    async def _pause(self, log: Logger, what: str, exc: BaseException, backoff: _Backoff) -> None:
-        delay = backoff.delay()
+    async def _pause(self, log: Logger, what: str, exc: BaseException, backoff: Waits) -> None:
+        delay = backoff.next()
         log.warning(f"{what}; retrying", error=f"{type(exc).__name__}: {exc}", retry_in_s=delay)
         await self._sleep(delay)
 

@@ -1,30 +1,33 @@
-"""The project's exception hierarchy; the gateway maps it to JSON in one handler."""
+"""The project's exception hierarchy: each error names what went wrong with a stable `code`.
+
+Errors know nothing of HTTP. The gateway maps codes to statuses and the JSON error shape in
+one place (`gateway.errors`); the pipeline branches on the classes and logs the codes. A
+code is declared on a class, never passed per instance, so every code in use can be listed
+by walking the subclasses of `AppError`; the gateway's tests check that it maps each of them.
+"""
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 
 class AppError(Exception):
-    """An error with a stable code and the HTTP status it maps to."""
+    """An error with a stable, machine-readable `code` and a `message` for people."""
 
-    status: int = 500
-    code: str = "internal_error"
+    code: ClassVar[str] = "internal_error"
 
-    def __init__(self, message: str, *, code: str | None = None, status: int | None = None) -> None:
+    def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
-        if code is not None:
-            self.code = code
-        if status is not None:
-            self.status = status
 
 
 class Unauthorized(AppError):
-    status = 401
     code = "unauthorized"
 
 
 class RateLimited(AppError):
-    status = 429
+    """Refused for now; `retry_after_s` says when asking again may succeed."""
+
     code = "rate_limited"
 
     def __init__(self, message: str, *, retry_after_s: int) -> None:
@@ -35,17 +38,14 @@ class RateLimited(AppError):
 class InvalidInput(AppError):
     """Input that passed type validation but not a domain check; the message names the field."""
 
-    status = 422
     code = "validation_error"
 
 
 class NotFound(AppError):
-    status = 404
     code = "not_found"
 
 
 class DependencyUnavailable(AppError):
-    status = 503
     code = "unavailable"
 
 
@@ -60,7 +60,6 @@ class DatabaseUnavailable(DependencyUnavailable):
 class ChainError(AppError):
     """Base of every error raised by shared.chain."""
 
-    status = 503
     code = "chain_error"
 
 
@@ -69,8 +68,13 @@ class ChainUnavailable(ChainError):
 
 
 class ChainTimeout(ChainError):
-    status = 504
     code = "chain_timeout"
+
+
+class ChainBadResponse(ChainError):
+    """The node answered, but the SDK could not make sense of the answer (or refused the call)."""
+
+    code = "chain_bad_response"
 
 
 class StorageUnsupported(ChainError):

@@ -9,10 +9,14 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SQLITE_URL = "sqlite://data/taostake.sqlite3"
+# One try of the stake handler, besides its wait for the coldkey's lane, reads the account
+# and signs (each up to CHAIN_TIMEOUT_S), submits (up to STAKE_SUBMIT_TIMEOUT_S) and makes
+# a dozen database and Redis round trips: this margin is for those round trips.
+STAKE_HANDLER_MARGIN_S = 2.0
 
 
 class Settings(BaseSettings):
@@ -38,7 +42,7 @@ class Settings(BaseSettings):
     forwarded_allow_ips: str = ""
     # uvicorn's HTTP parser. httptools (the default: fastest) does not bound the size of
     # request headers: put a reverse proxy that does in front of it; h11 refuses a request
-    # head over 21 KiB itself (cached hits about a third slower; see README).
+    # head over 21 KiB itself (cached hits about a third slower; see docs/api.md).
     http_parser: Literal["httptools", "h11"] = "httptools"
 
     # --- Redis, database ------------------------------------------------------------------
@@ -145,6 +149,34 @@ class Settings(BaseSettings):
     @classmethod
     def _upper_level(cls, value: str) -> str:
         return value.upper()
+
+    @property
+    def stake_lane_wait_s(self) -> float:
+        """How long one try of the stake handler may wait for the coldkey's lane: what
+        WORKER_HANDLER_TIMEOUT_S leaves after an account read and a signature (each up to
+        CHAIN_TIMEOUT_S), a submit (STAKE_SUBMIT_TIMEOUT_S) and STAKE_HANDLER_MARGIN_S."""
+        return (
+            self.worker_handler_timeout_s
+            - self.stake_submit_timeout_s
+            - 2 * self.chain_timeout_s
+            - STAKE_HANDLER_MARGIN_S
+        )
+
+    @model_validator(mode="after")
+    def _stake_fits_handler_timeout(self) -> Settings:
+        # A try that runs out of time mid-submit spends a delivery and cancels the submit,
+        # leaving its extrinsic to be settled from the chain: refuse such a budget.
+        if self.stake_lane_wait_s <= 0:
+            needed = self.stake_submit_timeout_s + 2 * self.chain_timeout_s + STAKE_HANDLER_MARGIN_S
+            raise ValueError(
+                f"WORKER_HANDLER_TIMEOUT_S={self.worker_handler_timeout_s:g} is too short for "
+                f"the stake stage: one try needs more than STAKE_SUBMIT_TIMEOUT_S="
+                f"{self.stake_submit_timeout_s:g} + 2 × CHAIN_TIMEOUT_S="
+                f"{self.chain_timeout_s:g} (account read, signing) + "
+                f"{STAKE_HANDLER_MARGIN_S:g} s (database round trips) = {needed:g} s; raise "
+                "WORKER_HANDLER_TIMEOUT_S or lower the other two"
+            )
+        return self
 
     @property
     def resolved_database_url(self) -> str:

@@ -23,6 +23,7 @@ import pytest
 from fastapi import FastAPI
 from pydantic import SecretStr
 from redis.asyncio import Redis
+from tortoise.backends.base.executor import EXECUTOR_CACHE
 
 from gateway.app import create_app
 from scripts.services import docker_ok, postgres_ok, redis_ok
@@ -35,6 +36,15 @@ TOKENS = ["test-token-alpha-123", "test-token-beta-456"]
 # The key every test process signs and verifies stream entries with (see make_settings).
 TEST_SIGNING_KEY = "test-event-signing-key-0123456789abcdef"
 TABLES = ["stake_actions", "sentiment_scores", "tweet_batches", "trades", "api_tokens"]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_executor_cache() -> Iterator[None]:
+    """Tortoise caches each model's INSERT per connection *name*, not per dialect: after a
+    test on SQLite, a PostgreSQL test in the same run would reuse SQLite's statements."""
+    EXECUTOR_CACHE.clear()
+    yield
+    EXECUTOR_CACHE.clear()
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import math
-import random
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -31,6 +30,7 @@ from loguru import logger
 from multidict import CIMultiDict
 from yarl import URL
 
+from shared.backoff import Backoff
 from shared.errors import AppError
 
 RETRYABLE_STATUSES: Final = frozenset({408, 425, 429, 500, 502, 503, 504})
@@ -41,6 +41,8 @@ _DETAIL_MAX: Final = 300
 DEFAULT_MAX_BODY_BYTES: Final = 2 * 1024 * 1024  # HTTP_MAX_BODY_BYTES
 _READ_CHUNK: Final = 64 * 1024
 _MASK: Final = "***"
+# Each wait is scaled by a random factor in [1 - HTTP_JITTER, 1].
+HTTP_JITTER: Final = 0.5
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -71,11 +73,9 @@ class ExternalAPIError(AppError):
     `retryable` tells the caller whether trying again later may succeed (the
     stage worker redelivers) or not (fallback / dead letter right away).
     `upstream_status` is the outside API's HTTP status, None when no response
-    arrived (timeout, connection error); `status` stays the project's own mapping
-    (502) for the gateway's error handler.
+    arrived (timeout, connection error).
     """
 
-    status = 502
     code = "external_api_error"
 
     def __init__(
@@ -127,24 +127,31 @@ class InvalidResponseError(ExternalAPIError):
 class RetryPolicy:
     """How many times to retry and how long to wait between tries.
 
-    `max_retries` counts retries after the first try. The wait before retry n
-    (0-based) is `min(backoff_max_s, backoff_base_s * 2**n)` scaled by a random
-    factor in [0.5, 1] so that many workers hit by one outage do not retry in
-    step. A `Retry-After` from the server wins when longer, capped at
-    `retry_after_max_s` so one header cannot park a worker for an hour.
+    `max_retries` counts retries after the first try. The waits follow the shared
+    backoff (`shared.backoff.Backoff`): `min(backoff_max_s, backoff_base_s * 2**n)`
+    before retry n (0-based), scaled by a random factor in [0.5, 1] so that many
+    workers hit by one outage do not retry in step; a `Retry-After` from the server
+    wins when longer, capped at `retry_after_max_s` so one header cannot park a
+    worker for an hour.
     """
 
     max_retries: int = 3
     backoff_base_s: float = 0.5
     backoff_max_s: float = 8.0
     retry_after_max_s: float = 30.0
+    _schedule: Backoff = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        schedule = Backoff(
+            first_s=self.backoff_base_s,
+            cap_s=self.backoff_max_s,
+            jitter=HTTP_JITTER,
+            retry_after_max_s=self.retry_after_max_s,
+        )
+        object.__setattr__(self, "_schedule", schedule)
 
     def backoff(self, retry_index: int, retry_after_s: float | None = None) -> float:
-        delay: float = min(self.backoff_max_s, self.backoff_base_s * 2.0**retry_index)
-        delay *= random.uniform(0.5, 1.0)
-        if retry_after_s is not None:
-            delay = max(delay, min(retry_after_s, self.retry_after_max_s))
-        return delay
+        return self._schedule.delay(retry_index, retry_after_s)
 
 
 @dataclass(frozen=True, slots=True)

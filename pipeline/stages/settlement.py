@@ -8,8 +8,9 @@ and nonce changes are never read as an outcome: emissions, other trades and othe
 signers move them too.
 
 The hash in a finalized block whose outcome cannot be read there (its events pruned, or
-no ExtrinsicSuccess / ExtrinsicFailed event for it; an error reply after a few sweeps) is
-recorded `included`: nothing of it can still be pending, so the coldkey's lane reopens,
+no ExtrinsicSuccess / ExtrinsicFailed event for it: at once; an error reply, or events that
+cannot be decoded: after a few consecutive sweeps that all found it so) is recorded
+`included`: nothing of it can still be pending, so the coldkey's lane reopens,
 while its amount still counts as exposure (cooldown, daily limit) until an operator
 settles it (`python -m pipeline settle`). A row without a stored hash and window (left by
 an older release) cannot be proven either way and keeps the lane closed until an
@@ -38,8 +39,10 @@ UNSETTLED = ("submitting", "unknown")
 SWEEP_LIMIT = 50
 # Blocks past the window's end before "not found" is final (a late finality notice).
 NOT_INCLUDED_MARGIN_BLOCKS = 4
-# Sweeps that may meet an error reply reading a found extrinsic's events before it is
-# recorded `included` (pruned state or a missing event: at once).
+# Consecutive sweeps of a row that must all find its extrinsic with the outcome unreadable
+# for a transient reason (an error reply, undecodable events) before it is recorded
+# `included` (pruned state or a missing event: at once). Counted per row in this process,
+# apart from `settle_attempts` (which counts every failed sweep of the row).
 UNREADABLE_ATTEMPTS = 3
 SETTLE_COMMAND = "python -m pipeline settle {trade_id} --status succeeded|failed --reason TEXT"
 
@@ -48,6 +51,10 @@ Announce = Callable[[StakeAction], Awaitable[None]]
 
 class SettlementError(Exception):
     """A row that cannot be settled as it stands (recorded on the row, retried later)."""
+
+
+class OutcomeNotReadableYet(SettlementError):
+    """Found, its outcome unreadable for a reason a later sweep may not meet."""
 
 
 async def record_outcome(action: StakeAction, outcome: StakeOutcome, reason: str | None) -> bool:
@@ -102,6 +109,8 @@ class Settlement:
         self._limit = limit
         # action id -> last block searched: each sweep goes on from there.
         self._scanned: dict[int, int] = {}
+        # action id -> consecutive sweeps that found its extrinsic, outcome unreadable.
+        self._unreadable: dict[int, int] = {}
 
     async def sweep(self) -> int:
         """Settle what can be proven now; returns how many rows were settled."""
@@ -123,6 +132,8 @@ class Settlement:
                 if await self._settle(action):
                     settled += 1
             except Exception as exc:
+                if not isinstance(exc, OutcomeNotReadableYet):
+                    self._unreadable.pop(action.id, None)  # no longer consecutive
                 error = f"{type(exc).__name__}: {exc}"[:1000]
                 await StakeAction.filter(id=action.id).update(
                     settle_attempts=F("settle_attempts") + 1, settle_error=error
@@ -147,6 +158,8 @@ class Settlement:
             )
         first = max(start, self._scanned.get(action.id, start - 1) + 1)
         search = await self._staker.find_extrinsic(extrinsic_hash, first, end)
+        if search.included is None:
+            self._unreadable.pop(action.id, None)  # read, or not found: no longer consecutive
         if search.outcome is not None:
             outcome = search.outcome
             reason = f"settled from the chain: extrinsic found in block {outcome.block}"
@@ -176,10 +189,15 @@ class Settlement:
         return False
 
     async def _included(self, action: StakeAction, found: Inclusion) -> bool:
-        if found.transient and action.settle_attempts + 1 < UNREADABLE_ATTEMPTS:
-            raise SettlementError(
-                f"found in block {found.block}, its outcome not readable yet: {found.problem}"
-            )
+        if found.transient:
+            reads = self._unreadable.get(action.id, 0) + 1
+            if reads < UNREADABLE_ATTEMPTS:
+                self._unreadable[action.id] = reads
+                raise OutcomeNotReadableYet(
+                    f"found in block {found.block}, its outcome not readable yet "
+                    f"({reads} of {UNREADABLE_ATTEMPTS} tries): {found.problem}"
+                )
+        self._unreadable.pop(action.id, None)
         self._scanned.pop(action.id, None)
         reason = (
             f"included in block {found.block} (extrinsic {found.index}); outcome unreadable "

@@ -15,7 +15,10 @@ Safety rules (the stage acts with real money):
 - the extrinsic is signed first and its hash, nonce and mortality window stored
   with the row before it is sent; a row left `submitting` or `unknown` is settled
   only by finding that hash in a block (pipeline/stages/settlement.py), never from
-  stake, balance or nonce changes, and never resubmitted;
+  stake, balance or nonce changes, and never resubmitted; a failure or cancellation
+  after the row is stored and before the submit began records it `failed` "not sent";
+- one try fits the handler timeout: the wait for the lane leaves room for the account
+  read, the signature and the submit (Settings.stake_lane_wait_s);
 - one extrinsic at a time per coldkey (pipeline/stages/lane.py): while one of the
   coldkey's extrinsics is unsettled the trade waits before any chain read; a renewed
   lease with a deadline, checked before signing and again before the row is stored; and
@@ -47,8 +50,10 @@ from pipeline.stages.records import Publisher, parse_event, set_status
 from pipeline.stages.settlement import Settlement, failure_reason, record_outcome
 from pipeline.worker import Drop, Retry, StreamEntry, Unavailable
 from shared.chain.staking_types import (
+    NOT_SENT_MESSAGE,
     ChainNotConnected,
     OrderDirection,
+    SignedStake,
     StakeClient,
     StakeOrder,
     StakeOutcome,
@@ -84,12 +89,15 @@ class StakeStage:
         self._lock_ttl_s = (
             settings.chain_timeout_s + settings.stake_submit_timeout_s + self._settle_margin_s
         )
-        # Wait for the coldkey as long as the handler's time allows after its own submit.
-        self._lock_wait_s = max(
-            5.0, settings.worker_handler_timeout_s - settings.stake_submit_timeout_s - 10
-        )
+        # Wait for the coldkey only as long as one try's time allows after its own account
+        # read, signature and submit (the settings refuse a budget that leaves no wait):
+        # a try that times out mid-submit would spend a delivery and cancel the submit.
+        self._lock_wait_s = settings.stake_lane_wait_s
         self._lane = ColdkeyLane(redis, ttl_s=self._lock_ttl_s, wait_s=self._lock_wait_s)
         self._leases: dict[str, Lease] = {}
+        # (trade id, extrinsic hash) of rows stored and never sent that could not be
+        # recorded as such yet (the database was down) -> their reason, None once recorded.
+        self._unsent: dict[tuple[str, str], str | None] = {}
         self._staker = staker
         self._publish = publish
         self._settings = settings
@@ -100,6 +108,8 @@ class StakeStage:
 
     async def handle(self, entry: StreamEntry) -> None:
         event = parse_event(SentimentScored, entry)
+        if self._unsent:
+            await self._flush_unsent()
         action = await StakeAction.get_or_none(trade_id=event.trade_id)
         if action is not None and action.status in TERMINAL:
             logger.bind(trade_id=event.trade_id).info(
@@ -306,36 +316,44 @@ class StakeStage:
             )
         lease.ensure_held("after signing")  # signing took time; the row fences from here
         try:
-            action = await StakeAction.create(
-                trade_id=event.trade_id,
-                netuid=event.netuid,
-                hotkey=event.hotkey,
-                direction=decision.direction,
-                status="submitting",
-                score=event.score,
-                reason=decision.reason,
-                amount_tao=tao(decision.amount_rao),
-                amount_alpha=None if amount_alpha is None else tao(amount_alpha),
-                submitted_at=utcnow(),
-                extrinsic_hash=signed.extrinsic_hash,
-                extrinsic_nonce=signed.nonce,
-                era_start_block=signed.era_start_block,
-                era_end_block=signed.era_end_block,
-                **fields,
-            )
-        except IntegrityError as exc:
-            if await StakeAction.exists(trade_id=event.trade_id):
-                # Another consumer holds this trade; look again once it has settled.
-                raise Retry(
-                    "stake action already being executed by another consumer", defer_s=2
+            try:
+                action = await StakeAction.create(
+                    trade_id=event.trade_id,
+                    netuid=event.netuid,
+                    hotkey=event.hotkey,
+                    direction=decision.direction,
+                    status="submitting",
+                    score=event.score,
+                    reason=decision.reason,
+                    amount_tao=tao(decision.amount_rao),
+                    amount_alpha=None if amount_alpha is None else tao(amount_alpha),
+                    submitted_at=utcnow(),
+                    extrinsic_hash=signed.extrinsic_hash,
+                    extrinsic_nonce=signed.nonce,
+                    era_start_block=signed.era_start_block,
+                    era_end_block=signed.era_end_block,
+                    **fields,
+                )
+            except IntegrityError as exc:
+                if await StakeAction.exists(trade_id=event.trade_id):
+                    # Another consumer holds this trade; look again once it has settled.
+                    raise Retry(
+                        "stake action already being executed by another consumer", defer_s=2
+                    ) from exc
+                # The database fence: another extrinsic of this coldkey is unsettled (its
+                # holder slipped in past the lease). Ours was never sent; wait for the lane.
+                raise Unavailable(
+                    "coldkey lane closed: another unsettled extrinsic of this coldkey is "
+                    "stored; nothing sent"
                 ) from exc
-            # The database fence: another extrinsic of this coldkey is unsettled (its
-            # holder slipped in past the lease). Ours was never sent; wait for the lane.
-            raise Unavailable(
-                "coldkey lane closed: another unsettled extrinsic of this coldkey is stored; "
-                "nothing sent"
-            ) from exc
-        await set_status(event.trade_id, "submitting")
+            await set_status(event.trade_id, "submitting")
+        except (Retry, Unavailable):
+            raise  # the database refused the row: nothing stored, nothing sent
+        except (Exception, asyncio.CancelledError) as exc:
+            # The row may be stored (an insert whose answer was lost, or set_status failing
+            # after it) while its extrinsic was never sent: it must not hold the lane.
+            await self._never_sent(event.trade_id, signed, exc)
+            raise
         log = logger.bind(trade_id=event.trade_id, stage="stake")
         log.info(
             "submitting {} on netuid {}",
@@ -345,14 +363,38 @@ class StakeStage:
             nonce=signed.nonce,
             limit_price_rao=limit,
         )
+        outcome = await self._send(event, action, staker, signed)
+        if outcome is not None:
+            await self._record_outcome(event, action, outcome)
+
+    async def _send(
+        self, event: SentimentScored, action: StakeAction, staker: StakeClient, signed: SignedStake
+    ) -> StakeOutcome | None:
+        """Submit the stored extrinsic; None when its outcome is left to settlement, or it
+        was recorded as not sent."""
+        started = False  # from the moment `submit` runs, the extrinsic may have been sent
+
+        async def submit() -> StakeOutcome:
+            nonlocal started
+            started = True
+            return await staker.submit(signed)
+
         try:
-            outcome = await asyncio.wait_for(
-                staker.submit(signed), self._settings.stake_submit_timeout_s
-            )
+            return await asyncio.wait_for(submit(), self._settings.stake_submit_timeout_s)
         except ChainNotConnected as exc:
             await self._not_sent(event, action, exc)
-            return
+            return None
+        except asyncio.CancelledError as exc:
+            # Cancelled before `submit` began: nothing sent, the row must not hold the lane.
+            # Once it has begun nobody can tell: the row stays `submitting` and settlement
+            # proves its outcome by the hash.
+            if not started:
+                await self._never_sent(event.trade_id, signed, exc)
+            raise
         except (ChainError, TimeoutError) as exc:
+            if not started:  # timed out before `submit` began (a stalled event loop)
+                await self._never_sent(event.trade_id, signed, exc)
+                raise
             reason = (
                 f"outcome unknown ({type(exc).__name__}: {exc}); settled from the chain by "
                 "its extrinsic hash, never resubmitted"
@@ -362,9 +404,8 @@ class StakeStage:
             )
             if marked:
                 await set_status(event.trade_id, "unknown", reason)
-            log.warning("{}", reason)
-            return
-        await self._record_outcome(event, action, outcome)
+            logger.bind(trade_id=event.trade_id, stage="stake").warning("{}", reason)
+            return None
 
     async def _not_sent(
         self, event: SentimentScored, action: StakeAction, exc: ChainNotConnected
@@ -377,7 +418,11 @@ class StakeStage:
             "unused), not retried"
         )
         marked = await StakeAction.filter(id=action.id, status="submitting").update(
-            status="failed", success=False, message="not sent", reason=reason, updated_at=utcnow()
+            status="failed",
+            success=False,
+            message=NOT_SENT_MESSAGE,
+            reason=reason,
+            updated_at=utcnow(),
         )
         if not marked:
             return
@@ -385,6 +430,51 @@ class StakeStage:
         await set_status(event.trade_id, "failed", reason)
         logger.bind(trade_id=event.trade_id, stage="stake").warning("{}", reason)
         await self._announce(event, action)
+
+    async def _never_sent(self, trade_id: str, signed: SignedStake, exc: BaseException) -> None:
+        """A failure or cancellation after the row for `signed` may have been stored and
+        before its submit began: the row, if stored, ends `failed` "not sent" (as
+        `_not_sent`), or it would keep the coldkey's lane closed for the whole mortality
+        window. Shielded from a second cancellation; when the database cannot take it now,
+        it is done before the next handler run or settlement sweep of this stage."""
+        if isinstance(exc, asyncio.CancelledError):
+            why = "cancelled before it was sent"
+        else:
+            why = f"{type(exc).__name__} before it was sent: {exc}"[:300]
+        reason = (
+            f"not sent: {why}; nothing was submitted (nonce {signed.nonce} unused), not retried"
+        )
+        self._unsent[(trade_id, signed.extrinsic_hash)] = reason
+        try:
+            await asyncio.shield(self._flush_unsent())
+        except Exception as error:  # the database is down: kept for the next try
+            logger.bind(trade_id=trade_id, stage="stake").warning(
+                "could not record a stored extrinsic as not sent yet; will retry",
+                error=f"{type(error).__name__}: {error}"[:300],
+            )
+
+    async def _flush_unsent(self) -> None:
+        """Record the rows remembered by `_never_sent` as `failed` "not sent"."""
+        for key, reason in list(self._unsent.items()):
+            trade_id, extrinsic_hash = key
+            if reason is not None:
+                marked = await StakeAction.filter(
+                    trade_id=trade_id, extrinsic_hash=extrinsic_hash, status="submitting"
+                ).update(
+                    status="failed",
+                    success=False,
+                    message=NOT_SENT_MESSAGE,
+                    reason=reason,
+                    updated_at=utcnow(),
+                )
+                if not marked:  # never stored (or settled meanwhile): nothing to record
+                    self._unsent.pop(key, None)
+                    continue
+                logger.bind(trade_id=trade_id, stage="stake").warning("{}", reason)
+                self._unsent[key] = None  # row recorded; the trade's status is next
+            action = await StakeAction.get(trade_id=trade_id)
+            await set_status(trade_id, action.status, action.reason)
+            self._unsent.pop(key, None)
 
     async def _record_outcome(
         self, event: SentimentScored, action: StakeAction, outcome: StakeOutcome
@@ -412,6 +502,8 @@ class StakeStage:
 
     async def reconcile_unsettled(self) -> int:
         """One settlement sweep; returns how many rows it settled."""
+        if self._unsent:
+            await self._flush_unsent()
         return 0 if self._settlement is None else await self._settlement.sweep()
 
     async def _announce_settled(self, action: StakeAction) -> None:

@@ -7,12 +7,14 @@ and signed first, with the nonce of System.Account at the head block and a morta
 anchored there; the stake stage stores hash, nonce and window, then `submit` sends it.
 An outcome that did not come back is learned only by finding that hash in a block of
 its window (`find_extrinsic`) and reading its ExtrinsicSuccess / ExtrinsicFailed event;
-found without a readable one (state pruned, an error reply) it is reported as included
-with its outcome unknown, never as a success or failure.
+found without a readable one (state pruned, an error reply, events that do not decode) it
+is reported as included with its outcome unknown, never as a success or failure.
 
 Storage is read with `query_multi`, which raises on a JSON-RPC error reply; the SDK's
 `query` would decode that reply as the storage default (free balance 0, nonce 0, no
-events).
+events). An error reply to any read before signing (System.Account, the runtime calls for
+stake and price) is `ChainUnavailable`: nothing was sent, and the stake stage waits it out
+in place instead of spending the trade's deliveries.
 
 MEV protection is off: its encrypted path needs a revealing validator set, which
 neither the test network's public nodes nor a local node provide.
@@ -23,7 +25,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from shared.chain.staking_types import (
     ERA_PERIOD_BLOCKS,
@@ -37,10 +40,12 @@ from shared.chain.staking_types import (
 )
 from shared.chain.subtensor import SubtensorChain
 from shared.chain.wallet import WalletProblem, load_wallet
-from shared.errors import ChainUnavailable
+from shared.errors import ChainError, ChainUnavailable
 from shared.settings import Settings
 
 __all__ = ["SubtensorStaker", "WalletProblem", "open_stake_client", "pool_verdict"]
+
+T = TypeVar("T")
 
 PALLET = "SubtensorModule"
 # JSON-RPC 1010 (invalid transaction) / 1011 (unknown transaction): the pool's verdict.
@@ -121,11 +126,36 @@ async def _system_account(substrate: Any, coldkey: str, block_hash: str) -> dict
         value = await _storage_value(substrate, "System", "Account", [coldkey], block_hash)
     except SubstrateRequestException as exc:
         raise ChainUnavailable(f"System.Account unreadable: {exc}"[:300]) from exc
-    if value is None:
-        return {}
+    # An absent account decodes as the storage default (nonce 0, free 0); None is no answer.
     if not isinstance(value, dict) or "nonce" not in value:
         raise ChainUnavailable("System.Account: unexpected value from the node")
     return value
+
+
+def _error_replies_wait(
+    op: str, fn: Callable[[Any], Awaitable[T]]
+) -> Callable[[Any], Awaitable[T]]:
+    """`fn` with an error reply from the node (`SubstrateRequestException`: a runtime call
+    for stake or price, the head, a storage read) raised as `ChainUnavailable`, which the
+    stake stage waits out in place, rather than as a bad response that spends a delivery.
+    For reads made before anything is sent."""
+
+    async def guarded(subtensor: Any) -> T:
+        from async_substrate_interface.errors import SubstrateRequestException
+
+        try:
+            return await fn(subtensor)
+        except SubstrateRequestException as exc:
+            raise ChainUnavailable(f"{op}: error reply from the node: {exc}"[:300]) from exc
+
+    return guarded
+
+
+def _connection_lost(error: BaseException) -> bool:
+    """A transport failure (as `SubtensorChain._translate` reads it), not an answer."""
+    return (
+        isinstance(error, ConnectionError | OSError) or "ConnectionClosed" in type(error).__name__
+    )
 
 
 async def _index_in_block(
@@ -248,6 +278,7 @@ class SubtensorStaker:
             block_hash = str(await subtensor.substrate.get_chain_head())
             block = int(await subtensor.substrate.get_block_number(block_hash))
             account = await _system_account(subtensor.substrate, self._coldkey, block_hash)
+            # Runtime calls (state_call): an error reply raises (see `_error_replies_wait`).
             stake = await subtensor.get_stake(self._coldkey, hotkey, netuid, block_hash=block_hash)
             price = await subtensor.get_subnet_price(netuid, block_hash=block_hash)
             deposit = await subtensor.get_existential_deposit(block_hash=block_hash)
@@ -261,7 +292,7 @@ class SubtensorStaker:
                 existential_deposit_rao=_rao(deposit),
             )
 
-        return await self._chain.call("account", read)
+        return await self._chain.call("account", _error_replies_wait("account", read))
 
     async def sign(self, order: StakeOrder) -> SignedStake:
         async def build(subtensor: Any) -> SignedStake:
@@ -303,7 +334,7 @@ class SubtensorStaker:
                 payload=extrinsic,
             )
 
-        return await self._chain.call("sign", build)
+        return await self._chain.call("sign", _error_replies_wait("sign", build))
 
     async def submit(self, signed: SignedStake) -> StakeOutcome:
         from async_substrate_interface.errors import SubstrateRequestException
@@ -385,6 +416,17 @@ class SubtensorStaker:
                 )
             except _Unreadable as exc:
                 included = Inclusion(number, block_hash, index, exc.problem, exc.transient)
+                return ExtrinsicSearch(None, last, head, included)
+            except (TimeoutError, ChainError):
+                raise
+            except Exception as exc:
+                if _connection_lost(exc):
+                    raise
+                # Found, and its events answered but cannot be decoded (or their error
+                # cannot be): unreadable. Transient, so settlement tries a few sweeps before
+                # recording it `included` instead of keeping the lane closed for ever.
+                problem = f"events of block {number} undecodable: {type(exc).__name__}: {exc}"
+                included = Inclusion(number, block_hash, index, problem[:300], transient=True)
                 return ExtrinsicSearch(None, last, head, included)
             return ExtrinsicSearch(outcome, last, head)
 

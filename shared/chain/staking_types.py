@@ -12,6 +12,9 @@ RAO_PER_TAO = 1_000_000_000
 ERA_PERIOD_BLOCKS = 128
 
 OrderDirection = Literal["add", "remove"]
+# The `message` of a stake action whose signed extrinsic was never sent (a `failed` row that
+# is no on-chain failure: its nonce is unused).
+NOT_SENT_MESSAGE = "not sent"
 
 
 class ChainNotConnected(ChainUnavailable):

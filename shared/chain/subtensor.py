@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from loguru import logger
 
+from shared.backoff import Backoff
 from shared.chain.staking_types import ChainNotConnected
 from shared.chain.types import (
     ChainStatus,
@@ -27,7 +28,13 @@ from shared.chain.types import (
     StakeEntry,
     StakeSnapshot,
 )
-from shared.errors import ChainError, ChainTimeout, ChainUnavailable, StorageUnsupported
+from shared.errors import (
+    ChainBadResponse,
+    ChainError,
+    ChainTimeout,
+    ChainUnavailable,
+    StorageUnsupported,
+)
 from shared.logging import adopt_sdk_logging
 from shared.settings import Settings
 
@@ -41,6 +48,8 @@ STORAGE_PREFERENCE: tuple[DividendStorage, ...] = (
 MAP_PAGE_SIZE = 1000
 # A timeout can be one slow answer; several in a row mean the socket is stuck.
 TIMEOUTS_BEFORE_RECONNECT = 2
+# A failed connect is retried after this, doubling up to CHAIN_RETRY_MAX_S.
+RECONNECT_FIRST_S = 0.5
 
 
 def _import_sdk() -> Any:
@@ -112,7 +121,7 @@ class SubtensorChain:
 
     async def _connect_loop(self) -> None:
         sdk = _import_sdk()
-        delay = 0.5
+        waits = Backoff(first_s=RECONNECT_FIRST_S, cap_s=self._retry_max).waits()
         while not self._closed and self._subtensor is None:
             subtensor = None
             try:
@@ -137,8 +146,7 @@ class SubtensorChain:
                 if subtensor is not None:
                     with contextlib.suppress(Exception):
                         await asyncio.wait_for(subtensor.close(), 2)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self._retry_max)
+                await asyncio.sleep(waits.next())
                 continue
             self._subtensor = subtensor
             self._timeouts_in_row = 0
@@ -203,7 +211,7 @@ class SubtensorChain:
         if isinstance(exc, ConnectionError | OSError) or "ConnectionClosed" in name:
             self._reconnect(name)
             return ChainUnavailable(f"chain connection lost during {op}")
-        return ChainError(f"chain {op} failed: {name}: {exc}", code="chain_bad_response")
+        return ChainBadResponse(f"chain {op} failed: {name}: {exc}")
 
     # ------------------------------------------------------------------ reads
     async def _pin(self, subtensor: Any) -> tuple[str, int]:

@@ -24,7 +24,6 @@ FIX_COMMAND = "python -m shared.db.migrate (make migrate; in compose: the migrat
 class SchemaOutdated(AppError):
     """The database lacks migrations this code needs."""
 
-    status = 503
     code = "schema_outdated"
 
 

@@ -1,9 +1,10 @@
-"""What the simulated runtime does: accounts, subnets, dividends, stakes, staking, runtime APIs.
+"""What the simulated runtime does: accounts, subnets, dividends, stakes, staking, events.
 
 Everything operates on one `WorldState` (a block's state) and reads or writes storage
 through `RuntimeCodec`, so the bytes are exactly what the SDK expects for the runtime
 that is served. Staking is modelled at a fixed price per subnet (no AMM, no slippage):
-alpha = tao * 10**9 // price and tao = alpha * price // 10**9.
+alpha = tao * 10**9 // price and tao = alpha * price // 10**9. The runtime-API answers
+built on this model live in `runtime_api`.
 """
 
 from __future__ import annotations
@@ -342,90 +343,3 @@ class SubtensorLogic:
         return list(
             self.codec.decode_value("System", "Events", state.storage.get(self._events_key))
         )
-
-    # ------------------------------------------------------------------ runtime APIs
-    def runtime_api(self, state: WorldState, name: str, params: dict[str, Any]) -> Any:
-        """The decoded answer of one modelled runtime API call (None encodes Option::None)."""
-        handler = getattr(self, f"_api_{name}", None)
-        if handler is None:
-            raise LookupError(name)
-        return handler(state, name, **params)
-
-    def _stake_info(
-        self, state: WorldState, name: str, coldkey: str, hotkey: str, netuid: int
-    ) -> dict[str, Any]:
-        info = dict(self.codec.api_output_zero(name))
-        info.update(
-            hotkey=to_ss58(hotkey),
-            coldkey=to_ss58(coldkey),
-            netuid=netuid,
-            stake=self.stake(state, coldkey, hotkey, netuid),
-        )
-        return info
-
-    def _api_StakeInfoRuntimeApi_get_stake_info_for_hotkey_coldkey_netuid(
-        self, state: WorldState, name: str, hotkey_account: Any, coldkey_account: Any, netuid: int
-    ) -> dict[str, Any]:
-        return self._stake_info(state, name, str(coldkey_account), str(hotkey_account), netuid)
-
-    def _api_StakeInfoRuntimeApi_get_stake_info_for_coldkey(
-        self, state: WorldState, name: str, coldkey_account: Any
-    ) -> list[dict[str, Any]]:
-        coldkey = to_ss58(str(coldkey_account))
-        template = dict(self.codec.api_output_zero(name))
-        return [
-            {**template, "hotkey": hot, "coldkey": cold, "netuid": netuid, "stake": alpha}
-            for (cold, hot, netuid), alpha in sorted(state.stakes.items())
-            if cold == coldkey
-        ]
-
-    def _sim_swap(self, name: str, tao: int, alpha: int) -> dict[str, Any]:
-        result = dict(self.codec.api_output_zero(name))
-        result.update(tao_amount=tao, alpha_amount=alpha)
-        return result
-
-    def _api_SwapRuntimeApi_sim_swap_tao_for_alpha(
-        self, state: WorldState, name: str, netuid: int, tao: int
-    ) -> dict[str, Any]:
-        return self._sim_swap(name, tao, self.tao_to_alpha(state, netuid, tao))
-
-    def _api_SwapRuntimeApi_sim_swap_alpha_for_tao(
-        self, state: WorldState, name: str, netuid: int, alpha: int
-    ) -> dict[str, Any]:
-        return self._sim_swap(name, self.alpha_to_tao(state, netuid, alpha), alpha)
-
-    def _api_SwapRuntimeApi_current_alpha_price(
-        self, state: WorldState, name: str, netuid: int
-    ) -> int:
-        return self.price(state, netuid)
-
-    def _api_SubnetInfoRuntimeApi_get_dynamic_info(
-        self, state: WorldState, name: str, netuid: int
-    ) -> dict[str, Any] | None:
-        if not self.subnet_exists(state, netuid):
-            return None
-        price = self.price(state, netuid)
-        alpha_in = 1_000_000 * RAO
-        info = dict(self.codec.api_output_zero(name))
-        values: dict[str, Any] = {
-            "netuid": netuid,
-            "subnet_name": list(f"devchain-{netuid}".encode()),
-            "token_symbol": list(("τ" if netuid == 0 else "α").encode()),
-            "tempo": 360,
-            "alpha_in": alpha_in,
-            "alpha_out": alpha_in,
-            "tao_in": alpha_in * price // RAO,
-            "moving_price": {"bits": price * 2**32 // RAO},
-        }
-        info.update({k: v for k, v in values.items() if k in info})
-        return info
-
-    def _api_AccountNonceApi_account_nonce(self, state: WorldState, name: str, account: Any) -> int:
-        return self.nonce(state, to_ss58(str(account)))
-
-    def _api_TransactionPaymentApi_query_info(
-        self, state: WorldState, name: str, uxt: Any, len: int
-    ) -> dict[str, Any]:
-        info = dict(self.codec.api_output_zero(name))
-        info.update(weight=CALL_WEIGHT, partial_fee=self.fee_rao)
-        return info

@@ -9,6 +9,7 @@ from pydantic import SecretStr
 
 from gateway import scopes
 from gateway.app import create_app
+from gateway.errors import status_for
 from gateway.scopes import (
     Caller,
     InsufficientScope,
@@ -129,7 +130,7 @@ class TestTradeWanted:
     def test_explicit_trade_needs_the_trade_scope(self) -> None:
         with pytest.raises(InsufficientScope) as caught:
             trade_wanted(self.reader, True, trade_by_default=True)
-        assert caught.value.status == 403 and caught.value.code == "insufficient_scope"
+        assert caught.value.code == "insufficient_scope" and status_for(caught.value) == 403
         assert trade_wanted(self.trader, True, trade_by_default=False) is True
 
     def test_trade_by_default_applies_only_to_trade_scoped_tokens(self) -> None:

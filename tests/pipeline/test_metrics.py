@@ -36,6 +36,7 @@ from pipeline.metrics import (
 from pipeline.runner import StakeSetup, build_worker, serve_metrics
 from pipeline.stages.decision import decide
 from shared.bus import publish
+from shared.chain.staking_types import NOT_SENT_MESSAGE
 from shared.constants import (
     STREAM_DEAD_LETTER,
     STREAM_DIVIDEND_REQUESTED,
@@ -273,6 +274,19 @@ async def test_stake_gauges_from_the_table(orm: str, redis: Redis, settings: Set
             submitted_at=now - age if status != "skipped" else None,
         )
         await StakeAction.filter(id=action.id).update(created_at=now - age)
+    # Signed and stored, never sent (no chain connection at submit): no on-chain failure.
+    trade = await Trade.create(trade_id=new_id(), netuid=len(rows), hotkey=ALICE, source="api")
+    await StakeAction.create(
+        trade=trade,
+        netuid=len(rows),
+        hotkey=ALICE,
+        direction="add",
+        status="failed",
+        success=False,
+        message=NOT_SENT_MESSAGE,
+        reason="not sent: chain ws://node is not connected; nothing was submitted (...)",
+        submitted_at=now,
+    )
 
     await Sampler(redis).sample_once("database")
     samples = parse_collector()
@@ -283,6 +297,7 @@ async def test_stake_gauges_from_the_table(orm: str, redis: Redis, settings: Set
     assert value(samples, "taostake_stake_actions", status="rejected") == 0
     for outcome in ("succeeded", "failed", "unknown", "submitting"):
         assert value(samples, "taostake_stake_extrinsics", outcome=outcome) == 1, outcome
+    assert value(samples, "taostake_stake_actions", status="failed") == 2  # with the unsent
     assert value(samples, "taostake_stake_actions", status="dry_run") == 1
     oldest = value(samples, "taostake_stake_oldest_unsettled_age_seconds")
     assert 195 <= oldest <= 230  # the `unknown` row, submitted 200 s ago

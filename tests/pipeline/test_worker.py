@@ -339,6 +339,24 @@ class TestOutages:
             await wait_until(lambda: worker.stats["done"] == 1, what="done")
         assert calls == 4 and worker.stats["outage_waits"] == 3
 
+    async def test_outage_waits_double_to_the_cap_without_jitter(
+        self, redis: Redis, log_records: list[dict[str, Any]]
+    ) -> None:
+        calls = 0
+
+        async def handler(entry: StreamEntry) -> None:
+            nonlocal calls
+            calls += 1
+            if calls <= 5:
+                raise ConnectionRefusedError(111, "Connect call failed")
+
+        worker = make_worker(redis, handler, outage_backoff_s=(0.01, 0.04))
+        async with running(worker):
+            await add(redis, 1)
+            await wait_until(lambda: worker.stats["done"] == 1, what="done")
+        waits = [r["retry_in_s"] for r in log_records if r["msg"].startswith("dependency")]
+        assert waits == [0.01, 0.02, 0.04, 0.04, 0.04]
+
     async def test_stop_during_an_outage_leaves_the_entry_pending(self, redis: Redis) -> None:
         async def handler(entry: StreamEntry) -> None:
             raise ConnectionResetError("reset by peer")
@@ -611,6 +629,16 @@ def test_block_must_stay_below_the_socket_timeout() -> None:
     with pytest.raises(ValueError, match="socket_timeout"):
         Worker(client, [Stage("t", STREAM, GROUP, handler)], block_ms=1000)
     Worker(client, [Stage("t", STREAM, GROUP, handler)], block_ms=500)
+
+
+def test_outage_backoff_bounds_must_be_positive() -> None:
+    client = Redis.from_url("redis://127.0.0.1:6379/15")
+
+    async def handler(entry: StreamEntry) -> None:
+        return None
+
+    with pytest.raises(ValueError, match="backoff waits"):
+        Worker(client, [Stage("t", STREAM, GROUP, handler)], outage_backoff_s=(0.0, 1.0))
 
 
 # ------------------------------------------------------------------ subprocesses

@@ -1,4 +1,4 @@
-"""The suite's figures: one row per scenario in a JSON file, rendered as the table in docs/resilience.md.
+"""The suite's figures: one row per scenario in a JSON file, shown in docs/resilience.md.
 
 Each scenario records what it did and what it measured (`record`); the session prints
 the table at the end, and `python -m tests.resilience.results [PATH]` prints it again

@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 
 from gateway.app import create_app
 from shared.chain import StakeEntry, StakeSnapshot
-from shared.errors import ChainError, ChainTimeout
+from shared.errors import ChainBadResponse, ChainError, ChainTimeout
 from tests.conftest import make_settings, running_app
 from tests.devchain import FIXTURES_HINT, DevChain, fixtures_dir
 from tests.fakes.chain import ALICE, BOB, DEFAULT_HOTKEY, FakeChain
@@ -214,7 +214,7 @@ class TestChainStake:
         ("error", "code"),
         [
             (ChainTimeout("chain did not answer coldkey_stakes within 0.3s"), "chain_timeout"),
-            (ChainError("bad answer", code="chain_bad_response"), "chain_bad_response"),
+            (ChainBadResponse("bad answer"), "chain_bad_response"),
         ],
     )
     async def test_a_failing_chain_is_reported_and_the_records_still_answer(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import random
 import socket
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -27,6 +28,7 @@ from pipeline.clients.http import (
     request_json,
     scrub,
 )
+from shared.backoff import Backoff
 from tests.fakes import FakeServer, Reply
 
 SECRET = "sk-very-secret-key-0042"
@@ -114,6 +116,18 @@ class TestRetryPolicy:
         assert policy.backoff(0, retry_after_s=7.0) == 7.0
         assert policy.backoff(0, retry_after_s=3600.0) == 30.0
         assert policy.backoff(0, retry_after_s=0.0) <= 0.1
+
+    def test_waits_follow_the_shared_backoff(self) -> None:
+        policy = RetryPolicy(backoff_base_s=0.5, backoff_max_s=8.0, retry_after_max_s=30.0)
+        shared = Backoff(first_s=0.5, cap_s=8.0, jitter=0.5, retry_after_max_s=30.0)
+        random.seed(3)
+        ours = [policy.backoff(n, retry_after_s=None) for n in range(6)]
+        random.seed(3)
+        assert ours == [shared.delay(n) for n in range(6)]
+
+    def test_nonsense_waits_are_refused_at_construction(self) -> None:
+        with pytest.raises(ValueError):
+            RetryPolicy(backoff_base_s=0.0)
 
 
 class TestParsing:

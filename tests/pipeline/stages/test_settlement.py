@@ -4,15 +4,18 @@ keeps blocks of extrinsic hashes and mortality windows like the node does."""
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from decimal import Decimal
 
 from redis.asyncio import Redis
 
+from pipeline.stages.settlement import Settlement
 from shared.bus import publish
 from shared.chain.staking_types import ERA_PERIOD_BLOCKS, RAO_PER_TAO, StakeOutcome
 from shared.constants import STREAM_DEAD_LETTER, STREAM_STAKE_EXECUTED
 from shared.db.models import StakeAction, Trade
-from shared.ids import new_id
+from shared.errors import ChainTimeout
+from shared.ids import new_id, utcnow
 from shared.settings import Settings
 from tests.fakes.chain import ALICE
 from tests.fakes.staker import COLDKEY, FakeStaker, Included
@@ -210,3 +213,84 @@ async def test_the_lane_stays_closed_while_an_extrinsic_is_unsettled(
     assert "not included" in (a.reason or "")
     assert [item.extrinsic_hash for item in staker.included] == [b.extrinsic_hash]
     assert dead == [] and worker.stats["dead_lettered"] == 0
+
+
+# ------------------------------------------------- review 2, finding 3: consecutive reads
+def _settlement(staker: FakeStaker, settings: Settings) -> Settlement:
+    async def announce(action: StakeAction) -> None:
+        return None
+
+    return Settlement(staker, announce, settings)
+
+
+async def _due(action: StakeAction) -> None:
+    """Old enough for the sweep (its submitter can no longer be running)."""
+    await StakeAction.filter(id=action.id).update(updated_at=utcnow() - timedelta(minutes=5))
+
+
+async def test_earlier_sweep_errors_do_not_make_one_unreadable_read_final(
+    orm: str, pipeline_settings: Settings
+) -> None:
+    """Sweeps that failed before (the node timing out) are no unreadable reads: one error
+    reply reading the events must not record `included` (final, never read again) when the
+    next sweep can read the outcome."""
+    staker = FakeStaker()
+    row = await _row("0x" + "3c" * 32)
+    assert row.extrinsic_hash is not None
+    _include(staker, row.extrinsic_hash, 105, success=True)
+    staker.block = 110
+    await _due(row)
+    settlement = _settlement(staker, pipeline_settings)
+    staker.search_errors[row.extrinsic_hash] = ChainTimeout("chain did not answer in 10s")
+    for _ in range(4):
+        assert await settlement.sweep() == 0
+    assert (await StakeAction.get(id=row.id)).settle_attempts == 4
+    staker.search_errors.clear()
+    staker.unreadable[row.extrinsic_hash] = ("events of block 105 unreadable: Internal error", True)
+    assert await settlement.sweep() == 0
+    unread = await StakeAction.get(id=row.id)
+    assert unread.status == "unknown", unread.reason
+    assert "not readable yet (1 of 3 tries)" in (unread.settle_error or "")
+    del staker.unreadable[row.extrinsic_hash]
+    assert await settlement.sweep() == 1
+    settled = await StakeAction.get(id=row.id)
+    assert (settled.status, settled.success, settled.block) == ("succeeded", True, 105)
+
+
+async def test_only_consecutive_unreadable_reads_record_included(
+    orm: str, pipeline_settings: Settings
+) -> None:
+    staker = FakeStaker()
+    row = await _row("0x" + "3d" * 32)
+    assert row.extrinsic_hash is not None
+    _include(staker, row.extrinsic_hash, 105, success=True)
+    staker.block = 110
+    await _due(row)
+    settlement = _settlement(staker, pipeline_settings)
+    problem = ("events of block 105 undecodable: ValueError: Index '255' not present", True)
+    staker.unreadable[row.extrinsic_hash] = problem
+    assert [await settlement.sweep() for _ in range(2)] == [0, 0]
+    staker.search_errors[row.extrinsic_hash] = ChainTimeout("chain did not answer in 10s")
+    assert await settlement.sweep() == 0  # not a read: the count starts again
+    staker.search_errors.clear()
+    assert [await settlement.sweep() for _ in range(2)] == [0, 0]
+    assert (await StakeAction.get(id=row.id)).status == "unknown"
+    assert await settlement.sweep() == 1  # the third in a row
+    included = await StakeAction.get(id=row.id)
+    assert (included.status, included.block, included.success) == ("included", 105, None)
+    assert included.settle_error == problem[0]
+    assert (await Trade.get(trade_id=row.trade_id)).status == "included"
+
+
+async def test_a_non_transient_unreadable_outcome_is_included_at_once(
+    orm: str, pipeline_settings: Settings
+) -> None:
+    staker = FakeStaker()
+    row = await _row("0x" + "3e" * 32)
+    assert row.extrinsic_hash is not None
+    _include(staker, row.extrinsic_hash, 105, success=True)
+    staker.block = 110
+    await _due(row)
+    staker.unreadable[row.extrinsic_hash] = ("events of block 105 unreadable: discarded", False)
+    assert await _settlement(staker, pipeline_settings).sweep() == 1
+    assert (await StakeAction.get(id=row.id)).status == "included"

@@ -8,9 +8,13 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 from decimal import Decimal
+from typing import Any
 
+import pytest
 from redis.asyncio import Redis
+from tortoise.exceptions import DBConnectionError
 
+from pipeline.stages import stake as stake_module
 from shared.bus import publish
 from shared.chain.staking_types import ERA_PERIOD_BLOCKS, SignedStake, StakeOutcome
 from shared.constants import KEY_COLDKEY_LOCK, STREAM_DEAD_LETTER, STREAM_STAKE_EXECUTED
@@ -298,3 +302,103 @@ async def test_an_unstake_with_no_usable_price_is_skipped(
     assert (action.status, action.direction) == ("skipped", "remove")
     assert action.reason == "no usable price for netuid 3 (read 0 rao): nothing submitted"
     assert staker.calls["sign"] == 0 and worker.stats["dead_lettered"] == 0
+
+
+# ------------------------------------------- review 2, finding 5: stored but never sent
+def _failing_set_status(
+    monkeypatch: pytest.MonkeyPatch, statuses: list[str], *, hang: bool = False
+) -> None:
+    """The stake stage's `set_status` fails (or hangs) once for each of `statuses`."""
+    real = stake_module.set_status
+
+    async def flaky(trade_id: str, status: str, reason: str | None = None) -> None:
+        if status in statuses:
+            statuses.remove(status)
+            if hang:
+                await asyncio.sleep(60)
+            raise DBConnectionError("connection to the database lost")
+        await real(trade_id, status, reason)
+
+    monkeypatch.setattr(stake_module, "set_status", flaky)
+
+
+async def test_a_failure_between_storing_the_row_and_sending_is_failed_not_sent(
+    orm: str, redis: Redis, pipeline_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The row is stored `submitting`, then the database drops the trade's status update:
+    the extrinsic was never sent, so the row ends `failed` "not sent" instead of closing
+    the coldkey's lane for the whole mortality window."""
+    _failing_set_status(monkeypatch, ["submitting"])
+    staker = FakeStaker()
+    first, second = new_id(), new_id()
+    async with running_worker(pipeline_settings, staker, stages=("stake",)) as worker:
+        await publish(redis, await stored_scored(first, netuid=3), maxlen=1000)
+        failed = await eventually(lambda: _settled(first))
+        await publish(redis, await stored_scored(second, netuid=4), maxlen=1000)
+        went = await eventually(lambda: _settled(second), timeout=4)
+        [announced] = await eventually(lambda: _announced(redis, first))
+    assert (failed.status, failed.success, failed.message) == ("failed", False, "not sent")
+    assert (failed.reason or "").startswith(
+        "not sent: DBConnectionError before it was sent: connection to the database lost; "
+        "nothing was submitted (nonce 0 unused)"
+    )
+    assert failed.extrinsic_hash == staker.signed[0].extrinsic_hash  # the record stays
+    assert (await Trade.get(trade_id=first)).status == "failed"
+    assert announced["status"] == "failed"
+    assert went.status == "succeeded" and went.extrinsic_nonce == 0  # the nonce was free
+    assert len(staker.extrinsics) == 1 and worker.stats["dead_lettered"] == 0
+
+
+async def test_a_row_never_sent_is_recorded_once_the_database_is_back(
+    orm: str, redis: Redis, pipeline_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database is down for the status update and for recording "not sent" too: the
+    stage remembers the row and records it on its next try, once the database answers."""
+    outage = [True]
+    _failing_set_status(monkeypatch, ["submitting"])
+
+    class Actions:  # StakeAction, whose "not sent" update fails while `outage` holds
+        def __getattr__(self, name: str) -> Any:
+            return getattr(StakeAction, name)
+
+        @staticmethod
+        def filter(*args: Any, **kwargs: Any) -> Any:
+            if outage[0] and "extrinsic_hash" in kwargs:
+                raise DBConnectionError("connection to the database lost")
+            return StakeAction.filter(*args, **kwargs)
+
+    monkeypatch.setattr(stake_module, "StakeAction", Actions())
+    staker = FakeStaker()
+    trade_id = new_id()
+    async with running_worker(pipeline_settings, staker, stages=("stake",)) as worker:
+        await publish(redis, await stored_scored(trade_id), maxlen=1000)
+        await eventually(lambda: _with_status(trade_id, "submitting"))
+        await asyncio.sleep(1.0)  # retried in place while the database is down
+        assert (await StakeAction.get(trade_id=trade_id)).status == "submitting"
+        outage[0] = False
+        failed = await eventually(lambda: _settled(trade_id))
+        [announced] = await eventually(lambda: _announced(redis, trade_id))
+    assert (failed.status, failed.message) == ("failed", "not sent")
+    assert (await Trade.get(trade_id=trade_id)).status == "failed"
+    assert announced["status"] == "failed"
+    assert staker.calls["submit"] == 0 and worker.stats["dead_lettered"] == 0
+
+
+async def test_a_cancellation_before_the_submit_began_is_failed_not_sent(
+    orm: str, redis: Redis, pipeline_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The handler times out (it is cancelled) after the row was stored and before the
+    submit began: nothing was sent, and the row does not hold the lane."""
+    _failing_set_status(monkeypatch, ["submitting"], hang=True)
+    staker = FakeStaker()
+    first, second = new_id(), new_id()
+    async with running_worker(pipeline_settings, staker, stages=("stake",)):
+        await publish(redis, await stored_scored(first, netuid=3), maxlen=1000)
+        failed = await eventually(lambda: _settled(first), timeout=15)
+        await publish(redis, await stored_scored(second, netuid=4), maxlen=1000)
+        went = await eventually(lambda: _settled(second), timeout=4)
+    assert (failed.status, failed.message) == ("failed", "not sent")
+    assert (failed.reason or "").startswith("not sent: cancelled before it was sent; ")
+    assert (await Trade.get(trade_id=first)).status == "failed"
+    assert went.status == "succeeded" and went.extrinsic_nonce == 0
+    assert len(staker.extrinsics) == 1

@@ -636,3 +636,47 @@ async def test_no_connection_is_known_before_anything_is_sent(tmp_path: Path) ->
     finally:
         await chain.close()
     assert issubclass(ChainNotConnected, ChainUnavailable)  # waited out like any outage
+
+
+# ====================================================================== review 2
+async def test_an_error_reply_to_a_runtime_call_is_unavailable_never_a_bad_response(
+    node393: DevChain, tmp_path: Path, coldkey: str
+) -> None:
+    """Stake and price come from runtime calls (state_call); an error reply there is an
+    outage the stake stage waits out, as one for System.Account is, not a bad response
+    that spends the trade's deliveries."""
+    node = node393
+    node.add_subnet(18, price_tao=0.5)
+    node.fund(coldkey, 5)
+    async with stake_client(staker_settings(node.url, tmp_path / "wallets")) as staker:
+        node.error_on("state_call")
+        with pytest.raises(ChainUnavailable, match="account: error reply from the node"):
+            await staker.account(18, DEMO_HOTKEY)
+        state = await staker.account(18, DEMO_HOTKEY)  # the fault was one answer
+    assert (state.free_rao, state.alpha_price_rao) == (5 * RAO, node.price(18))
+    assert node.applied == []
+
+
+async def test_events_that_cannot_be_decoded_are_a_transient_inclusion(
+    node393: DevChain, tmp_path: Path, coldkey: str
+) -> None:
+    """The hash is found, its block's events answer but do not decode: neither an outcome
+    nor an error that would keep the lane closed for ever, but an inclusion whose outcome
+    is unreadable (transient: settlement tries a few sweeps before recording it)."""
+    node = node393
+    node.add_subnet(18, price_tao=0.5)
+    node.fund(coldkey, 10)
+    async with stake_client(staker_settings(node.url, tmp_path / "wallets")) as staker:
+        signed, outcome = await protected(staker, "add", 18, RAO)
+        (applied,) = node.applied
+        state = node.block(applied.block).state
+        assert state is not None
+        state.storage.set(node.codec.storage_key("System", "Events"), b"\x08\xff\xff\xff")
+        search = await staker.find_extrinsic(
+            signed.extrinsic_hash, signed.era_start_block, signed.era_end_block
+        )
+    assert outcome.success and search.outcome is None
+    assert search.included is not None
+    assert (search.included.block, search.included.index) == (applied.block, 0)
+    assert search.included.transient is True
+    assert search.included.problem.startswith(f"events of block {applied.block} undecodable: ")
