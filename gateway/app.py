@@ -14,7 +14,7 @@ from gateway import errors, health
 from gateway.auth import Authenticator
 from gateway.console.router import router as console_router
 from gateway.dividends.router import router as dividends_router
-from gateway.dividends.service import DividendsService, TradeService
+from gateway.dividends.service import DividendsService
 from gateway.limits import FailedAuthThrottle
 from gateway.middleware import RequestContextMiddleware
 from gateway.positions.router import router as positions_router
@@ -24,6 +24,7 @@ from gateway.scores.router import router as scores_router
 from gateway.state import AppState
 from gateway.streams.router import router as streams_router
 from gateway.trades.router import router as trades_router
+from gateway.trades.trigger import TradeService
 from shared.cache import TwoLevelCache
 from shared.chain import ChainClient, SubtensorChain
 from shared.constants import KEY_DIVIDENDS_CACHE

@@ -8,9 +8,10 @@ from typing import Any
 from redis.asyncio import Redis
 
 from gateway.auth import Authenticator
-from gateway.dividends.service import DividendsService, TradeService
+from gateway.dividends.service import DividendsService
 from gateway.limits import FailedAuthThrottle
 from gateway.ratelimit import RateLimiter
+from gateway.trades.trigger import TradeService
 from shared.chain import ChainClient
 from shared.settings import Settings
 from shared.singleflight import SingleFlight

@@ -20,7 +20,6 @@ Redis (`schedule:runs`, `schedule:errors`, `schedule:last_run`), which the pipel
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -58,6 +57,7 @@ __all__ = [
     "KEY_SCHEDULE_ERRORS",
     "SKIP_REASONS",
     "SNAPSHOT",
+    "JobMetrics",
     "MetricsServer",
     "Sampler",
     "StageMetrics",
@@ -206,6 +206,23 @@ LAST_SAMPLE = Gauge(
     "Unix time of the last successful read of the global gauges, by source",
     ["source"],
 )
+JOB_RUNS = Counter(
+    "taostake_job_runs_total",
+    "Runs of the worker's periodic jobs in this process, by outcome (ok, failed=raised, "
+    "timeout=cut at the job's timeout, cancelled=cut at shutdown)",
+    ["job", "outcome"],
+)
+JOB_SECONDS = Histogram(
+    "taostake_job_duration_seconds",
+    "Time one run of a periodic job took, whatever its outcome",
+    ["job"],
+    buckets=STAGE_BUCKETS,
+)
+JOB_LAST_SUCCESS = Gauge(
+    "taostake_job_last_success_timestamp_seconds",
+    "Unix time the last successful run of a periodic job ended in this process",
+    ["job"],
+)
 PIPELINE_INFO = Info(
     "taostake_pipeline", "This pipeline process: its consumer name and the stages it runs"
 )
@@ -238,6 +255,26 @@ class StageMetrics:
         """Count an outcome and observe the handler's time since `began` (monotonic)."""
         self.outcomes[outcome].inc()
         self.latency.observe(time.monotonic() - began)
+
+
+JOB_OUTCOMES: Final = ("ok", "failed", "timeout", "cancelled")
+
+
+class JobMetrics:
+    """One periodic job's series (pipeline/jobs.py), bound to their labels once."""
+
+    __slots__ = ("last_success", "latency", "outcomes")
+
+    def __init__(self, job: str) -> None:
+        self.outcomes = {name: JOB_RUNS.labels(job, name) for name in JOB_OUTCOMES}
+        self.latency = JOB_SECONDS.labels(job)
+        self.last_success = JOB_LAST_SUCCESS.labels(job)
+
+    def finished(self, outcome: str, seconds: float) -> None:
+        self.outcomes[outcome].inc()
+        self.latency.observe(seconds)
+        if outcome == "ok":
+            self.last_success.set(time.time())
 
 
 def set_pipeline_info(consumer: str, stages: Iterable[str]) -> None:
@@ -455,8 +492,9 @@ def _skips_sql(table: str) -> str:
 
 
 class Sampler:
-    """Reads the global gauges every `every_s`; a failed source is counted, logged once per
-    streak and left out of the exposition until it reads again."""
+    """Reads the global gauges; the worker runs `sample_once` every `every_s` as a job
+    (pipeline/runner.py). A failed source is counted, logged once per streak and left out of
+    the exposition until it reads again."""
 
     def __init__(self, redis: Redis, *, every_s: float = 15.0, timeout_s: float | None = None):
         if every_s <= 0:
@@ -466,12 +504,14 @@ class Sampler:
         self._timeout_s = timeout_s if timeout_s is not None else max(1.0, min(every_s, 10.0))
         self._failing: set[str] = set()
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Sample until `stop` is set (supervised: no error ends the loop)."""
-        while not stop.is_set():
-            await self.sample_once()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self._every_s)
+    @property
+    def every_s(self) -> float:
+        return self._every_s
+
+    @property
+    def timeout_s(self) -> float:
+        """Bound of one source's read; `sample_once` reads the sources concurrently."""
+        return self._timeout_s
 
     async def sample_once(self, *sources: str) -> None:
         """Read the given sources (streams, database, schedule; default: all) concurrently."""

@@ -1,5 +1,6 @@
 """Builds the stage workers of one process: clients created here, after any fork, and closed
-on the way out."""
+on the way out. Periodic work (the settlement sweep, the metrics sampler) is handed to the
+worker as jobs (pipeline/jobs.py), so it drains, reports and stops with it."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from pipeline.stages.sentiment import SentimentStage
 from pipeline.stages.stake import StakeStage
 from pipeline.stages.tweets import TweetsStage
 from pipeline.tweet_cache import RedisTweetCache
-from pipeline.worker import Stage, Worker
+from pipeline.worker import Job, Stage, Worker
 from shared.cache import TwoLevelCache
 from shared.chain.staking_types import StakeClient
 from shared.constants import (
@@ -40,15 +41,13 @@ from shared.db.schema import require_current_schema
 from shared.redis import create_redis
 from shared.settings import Settings
 from shared.signing import configure_signing
-from shared.tasks import stop_task
 
 STAGE_NAMES = ("tweets", "sentiment", "stake")
-# A sweep in progress may finish its current row (chain reads are bounded by CHAIN_TIMEOUT_S).
-_RECONCILER_GRACE_S = 5.0
 # The metrics listener: binding is local and quick; a stop closes open scrapes.
 _METRICS_START_S = 5.0
 _METRICS_STOP_S = 5.0
-_SAMPLER_GRACE_S = 2.0
+# A sampler run reads its sources concurrently, each within the sampler's own timeout.
+_SAMPLER_SLACK_S = 5.0
 
 
 @dataclass(slots=True)
@@ -82,9 +81,9 @@ async def open_staker(settings: Settings) -> AsyncIterator[StakeSetup]:
 async def serve_metrics(
     settings: Settings, redis: Redis, *, port: int | None = None
 ) -> AsyncIterator[MetricsServer | None]:
-    """GET /metrics on METRICS_HOST:METRICS_PORT and the sampler of the global gauges, both
-    stopped within a bound on exit. METRICS_PORT=0 turns both off. A port already taken (a
-    second pipeline on one host) is logged and the pipeline runs without an endpoint."""
+    """GET /metrics on METRICS_HOST:METRICS_PORT, stopped within a bound on exit. METRICS_PORT=0
+    turns it off. A port already taken (a second pipeline on one host) is logged and the
+    pipeline runs without an endpoint (and without the sampler job: see `sampler_job`)."""
     port = settings.metrics_port if port is None else port
     if port <= 0:
         yield None
@@ -103,15 +102,22 @@ async def serve_metrics(
         yield None
         return
     logger.info("metrics endpoint listening", host=settings.metrics_host, port=server.port)
-    stop = asyncio.Event()
-    sampler = asyncio.create_task(
-        Sampler(redis, every_s=settings.metrics_sample_every_s).run(stop), name="metrics-sampler"
-    )
     try:
         yield server
     finally:
-        await stop_task(sampler, stop, grace_s=_SAMPLER_GRACE_S)
         await server.stop(timeout_s=_METRICS_STOP_S)
+
+
+def sampler_job(settings: Settings, redis: Redis) -> Job:
+    """The global gauges' sampler as a job of the worker (run only while there is an endpoint
+    to show what it reads)."""
+    sampler = Sampler(redis, every_s=settings.metrics_sample_every_s)
+    return Job(
+        "metrics_sampler",
+        sampler.sample_once,
+        every_s=sampler.every_s,
+        timeout_s=sampler.timeout_s + _SAMPLER_SLACK_S,
+    )
 
 
 @contextlib.asynccontextmanager
@@ -163,6 +169,7 @@ async def build_worker(
     try:
         async with contextlib.AsyncExitStack() as stack:
             built: list[Stage] = []
+            jobs: list[Job] = []
             if "tweets" in stages:
                 tweets = TweetsStage(datura, publish)
                 built.append(
@@ -190,15 +197,18 @@ async def build_worker(
                     client, setup.staker, publish, settings, wallet_problem=setup.problem
                 )
                 built.append(Stage("stake", STREAM_SENTIMENT_SCORED, GROUP_STAKE, stake.handle))
-                stop_reconciler = asyncio.Event()
-                reconciler = asyncio.create_task(
-                    stake.run_reconciler(stop_reconciler, every_s=settings.stake_reconcile_every_s),
-                    name="stake-reconciler",
+                # A sweep is one unit of chain work, bounded like a handler's try.
+                jobs.append(
+                    stake.settlement_job(
+                        every_s=settings.stake_reconcile_every_s,
+                        timeout_s=settings.worker_handler_timeout_s,
+                    )
                 )
-                stack.push_async_callback(
-                    stop_task, reconciler, stop_reconciler, grace_s=_RECONCILER_GRACE_S
-                )
-            await stack.enter_async_context(serve_metrics(settings, client, port=metrics_port))
+            server = await stack.enter_async_context(
+                serve_metrics(settings, client, port=metrics_port)
+            )
+            if server is not None:
+                jobs.append(sampler_job(settings, client))
             worker = Worker(
                 client,
                 built,
@@ -214,6 +224,7 @@ async def build_worker(
                     settings.worker_outage_backoff_s,
                     max(settings.worker_outage_backoff_s, settings.worker_outage_backoff_max_s),
                 ),
+                jobs=jobs,
             )
             set_pipeline_info(worker.consumer, [stage.name for stage in built])
             yield worker

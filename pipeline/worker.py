@@ -9,7 +9,9 @@ with its last error after `max_deliveries`, instead of looping forever.
 The shape follows arq's Worker (../shared/conventions.md): explicit settings,
 work started under one semaphore and reaped so errors surface, signal handlers
 that stop intake and drain, a health key with a TTL, and one log line per
-outcome (done / retry / fail / dead letter).
+outcome (done / retry / fail / dead letter). Periodic work (settlement sweeps, the
+metrics sampler) runs as the worker's `Job`s (pipeline/jobs.py, arq's cron jobs):
+drained with the handlers at stop, shown in the health key and the metrics.
 
 Timing rules worth knowing:
 
@@ -45,6 +47,7 @@ from loguru import logger
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
+from pipeline.jobs import Job, Jobs
 from pipeline.metrics import WORKER_REDIS_ERRORS, StageMetrics
 from shared.backoff import Backoff, Waits
 from shared.constants import EVENT_VERSION, KEY_WORKER_HEALTH, STREAM_DEAD_LETTER
@@ -57,7 +60,16 @@ from shared.tasks import cancel_and_wait
 if TYPE_CHECKING:
     from loguru import Logger
 
-__all__ = ["Drop", "Handler", "Retry", "Stage", "StreamEntry", "Worker", "default_consumer"]
+__all__ = [
+    "Drop",
+    "Handler",
+    "Job",
+    "Retry",
+    "Stage",
+    "StreamEntry",
+    "Worker",
+    "default_consumer",
+]
 
 # Fields of the original entry copied onto its dead-letter entry, so that
 # `XRANGE stream:dead_letter` can be filtered by trade without parsing `original`.
@@ -205,6 +217,7 @@ class Worker:
         dead_letter_maxlen: int = 100_000,
         shutdown_grace_s: float = 30.0,
         outage_backoff_s: tuple[float, float] = (_OUTAGE_FIRST_S, _OUTAGE_CAP_S),
+        jobs: Sequence[Job] = (),
     ) -> None:
         if not stages:
             raise ValueError("a worker needs at least one stage")
@@ -257,6 +270,7 @@ class Worker:
         self.stats: dict[str, int] = dict.fromkeys(_STAT_NAMES, 0)
         # Prometheus series per stage, bound once (pipeline/metrics.py).
         self._metrics = {s.name: StageMetrics(s.name) for s in self._stages}
+        self._jobs = Jobs(tuple(jobs), cancel_bound_s=_CANCEL_BOUND_S)
         self._sem = asyncio.Semaphore(concurrency)
         self._stop_event = asyncio.Event()
         self._force_event = asyncio.Event()
@@ -271,6 +285,7 @@ class Worker:
         self._started_at = ""
         self._running = False
         self._log = logger.bind(consumer=self.consumer)
+        self._jobs.bind_log(self._log)
 
     # ----------------------------------------------------------------- public API
 
@@ -278,6 +293,11 @@ class Worker:
     def in_flight(self) -> int:
         """Handlers running right now."""
         return len(self._tasks)
+
+    @property
+    def jobs(self) -> dict[str, dict[str, Any]]:
+        """Each periodic job's state, as the health key shows it."""
+        return self._jobs.state()
 
     def stop(self) -> None:
         """Stop taking entries and let run() drain; a second call stops waiting for the drain."""
@@ -313,11 +333,13 @@ class Worker:
         reclaimer = asyncio.create_task(self._reclaim_loop(), name="worker-reclaim")
         keepalive = asyncio.create_task(self._keepalive_loop(), name="worker-keepalive")
         health = asyncio.create_task(self._health_loop(), name="worker-health")
-        loops = [*readers, reclaimer, keepalive, health]
+        jobs = self._jobs.start(self._stop_event)
+        loops = [*readers, reclaimer, keepalive, health, *jobs]
         self._log.info(
             "worker started",
             stages=[s.name for s in self._stages],
             concurrency=self._concurrency,
+            jobs=list(self.jobs),
         )
         crashed: BaseException | None = None
         stop_wait = asyncio.create_task(self._stop_event.wait())
@@ -338,12 +360,16 @@ class Worker:
             await self._stop_intake([*readers, reclaimer])
             # Tell monitors (and tests) at once that this consumer takes nothing more.
             await self._write_health()
-            await self._drain()
+            # Handlers and job runs drain side by side, within the same grace.
+            await asyncio.gather(
+                self._drain(), self._jobs.drain(self._shutdown_grace_s, self._force_event)
+            )
         except asyncio.CancelledError:
             # Cancelled from outside: no drain, in-flight entries stay pending for reclaim.
             self._stop_event.set()
             self._force_event.set()
             await self._cancel_all([*readers, reclaimer, *self._tasks])
+            await self._jobs.cancel()
             raise
         finally:
             stop_wait.cancel()
@@ -782,6 +808,7 @@ class Worker:
             "in_flight": len(self._tasks),
             "stopping": self._stop_event.is_set(),
             "stats": self.stats,
+            "jobs": self._jobs.state(),
         }
         try:
             await self._redis.set(self._health_key, orjson.dumps(payload), ex=self._health_ttl_s)

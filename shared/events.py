@@ -55,6 +55,9 @@ class Event(BaseModel):
 
         Stricter than construction on purpose: an entry comes from outside the process,
         so it must be of this type and name a valid SS58 hotkey (ValueError otherwise).
+        Fields the type does not have are ignored: entries written before a field was
+        dropped (`dividend`, `unit`, `block` of old `dividend_requested` entries) still
+        parse, and their signature, taken over the raw entry, still verifies.
         """
         fields = decode_fields(raw)
         kind = fields.pop("type", None)
@@ -101,9 +104,6 @@ class DividendRequested(Event):
 
     request_id: str | None = None
     requested_by: str | None = None
-    dividend: int | None = None
-    unit: str | None = None
-    block: int | None = None
     replay_of: str | None = None  # the trade this one re-runs (replay --as-new-trade)
 
 

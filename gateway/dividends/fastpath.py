@@ -21,10 +21,11 @@ from __future__ import annotations
 
 from urllib.parse import parse_qsl
 
-from gateway.dividends.presenter import dividends_body, trade_fields
+from gateway.dividends.presenter import dividends_body
 from gateway.metrics import CACHE_LOOKUPS, FASTPATH_HITS, TRADES
 from gateway.scopes import READ, InsufficientScope, trade_wanted
 from gateway.state import AppState
+from gateway.trades.presenter import trade_fields
 from shared.ss58 import normalize_ss58
 
 PATH = "/api/v1/tao_dividends"

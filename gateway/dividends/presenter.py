@@ -1,32 +1,12 @@
-"""Builds the response bodies; shared by the router and the cache-hit fast path."""
+"""Builds the response bodies; shared by the router and the cache-hit fast path.
+
+The trade fields come from gateway.trades.presenter."""
 
 from __future__ import annotations
 
-from gateway.dividends.schemas import (
-    DividendCollectionResponse,
-    DividendOut,
-    DividendResponse,
-    TradeFields,
-)
+from gateway.dividends.schemas import DividendCollectionResponse, DividendOut, DividendResponse
 from gateway.dividends.service import DividendsView
-from shared.trades import TriggerResult
-
-
-def trade_fields(result: TriggerResult | None, netuid: int, hotkey: str) -> TradeFields:
-    if result is None:
-        return TradeFields(stake_tx_triggered=False)
-    pair = f"netuid {netuid} hotkey {hotkey}"
-    return TradeFields(
-        stake_tx_triggered=result.enqueued,
-        trade_id=result.trade_id,
-        trade_status="enqueued" if result.enqueued else "cooldown",
-        trade_detail=(
-            f"trade enqueued for {pair}"
-            if result.enqueued
-            else f"a trade for {pair} is already enqueued; its cooldown ends in "
-            f"{result.cooldown_left_s:.0f}s"
-        ),
-    )
+from gateway.trades.schemas import TradeFields
 
 
 def dividends_body(

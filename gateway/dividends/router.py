@@ -15,10 +15,11 @@ from gateway.deps import (
     StateDep,
     hotkey_param,
 )
-from gateway.dividends.presenter import dividends_body, trade_fields
+from gateway.dividends.presenter import dividends_body
 from gateway.dividends.schemas import DividendCollectionResponse, DividendResponse
 from gateway.errors import documented
 from gateway.scopes import trade_wanted
+from gateway.trades.presenter import trade_fields
 
 router = APIRouter(prefix="/api/v1", tags=["dividends"])
 
@@ -79,6 +80,10 @@ async def tao_dividends(
     trade_hotkey = hotkey or settings.default_hotkey
     if do_trade:
         result = await state.trades.request(
-            trade_netuid, trade_hotkey, request_id=request_id, requested_by=caller.owner, view=view
+            trade_netuid,
+            trade_hotkey,
+            source="api",
+            request_id=request_id,
+            requested_by=caller.owner,
         )
     return dividends_body(netuid, hotkey, view, trade_fields(result, trade_netuid, trade_hotkey))

@@ -2,22 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import BaseModel, Field
 
-TradeStatus = Literal["enqueued", "cooldown", "not_requested"]
-
-
-class TradeFields(BaseModel):
-    stake_tx_triggered: bool = Field(
-        description="True only when this request enqueued a new trade.",
-    )
-    trade_id: str | None = Field(
-        None, description="The enqueued trade, or the one still inside its cooldown."
-    )
-    trade_status: TradeStatus = "not_requested"
-    trade_detail: str | None = Field(None, description="Why a trade was or was not enqueued.")
+from gateway.trades.schemas import TradeFields
 
 
 class DividendOut(BaseModel):

@@ -1,4 +1,4 @@
-"""Dividend lookups through the two-level cache, and the trade trigger with a cooldown memory."""
+"""Dividend lookups through the two-level cache (trades: gateway.trades.trigger)."""
 
 from __future__ import annotations
 
@@ -7,16 +7,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.metrics import CACHE_LOOKUPS, CHAIN_READS, TRADES
+from gateway.metrics import CACHE_LOOKUPS, CHAIN_READS
 from shared.cache import TwoLevelCache
 from shared.chain import ChainClient, DividendSnapshot
 from shared.errors import ChainError, ChainTimeout
-from shared.events import DividendRequested
-from shared.ids import new_id
-from shared.singleflight import SingleFlight
-from shared.trades import TradeTrigger, TriggerResult
 
-MAX_REMEMBERED_PAIRS = 10_000
 DEADLINE_MARGIN_S = 0.5
 
 
@@ -100,70 +95,3 @@ class DividendsService:
         result = await self._cache.get_or_load(key, load)
         CACHE_LOOKUPS.labels(result.level).inc()
         return _view(result.value, netuid, hotkey, result.cached)
-
-
-class TradeService:
-    """Enqueues trades; remembers each pair's cooldown so repeats cost no Redis call."""
-
-    def __init__(self, trigger: TradeTrigger) -> None:
-        self._trigger = trigger
-        self._cooling: dict[tuple[int, str], tuple[float, str]] = {}
-        self._flight: SingleFlight[TriggerResult] = SingleFlight()
-
-    def peek(self, netuid: int, hotkey: str) -> TriggerResult | None:
-        """The pair's trade still inside its cooldown, as known to this process (no I/O)."""
-        known = self._cooling.get((netuid, hotkey))
-        now = time.monotonic()
-        if known is None or known[0] <= now:
-            return None
-        return TriggerResult(False, known[1], cooldown_left_s=known[0] - now)
-
-    async def request(
-        self,
-        netuid: int,
-        hotkey: str,
-        *,
-        request_id: str,
-        requested_by: str,
-        view: DividendsView | None,
-    ) -> TriggerResult:
-        known = self.peek(netuid, hotkey)
-        if known is not None:
-            TRADES.labels("cooldown").inc()
-            return known
-        entry = None
-        if view is not None:
-            entry = next((d for n, h, d in view.entries if (n, h) == (netuid, hotkey)), None)
-        event = DividendRequested(
-            trade_id=new_id(),
-            netuid=netuid,
-            hotkey=hotkey,
-            source="api",
-            request_id=request_id,
-            requested_by=requested_by,
-            dividend=entry,
-            unit=view.unit if view is not None and entry is not None else None,
-            block=view.block if view is not None else None,
-        )
-        return await self.trigger(event)
-
-    async def trigger(self, event: DividendRequested) -> TriggerResult:
-        """Enqueue `event` unless its pair is inside the cooldown (known here or in Redis)."""
-        pair = (event.netuid, event.hotkey)
-        known = self.peek(*pair)
-        if known is not None:
-            TRADES.labels("cooldown").inc()
-            return known
-        result = await self._flight.do(pair, lambda: self._trigger.trigger(event))
-        left = self._trigger.cooldown_s if result.enqueued else result.cooldown_left_s
-        if result.trade_id != event.trade_id:
-            # This request joined another request's trigger: that one enqueued the trade.
-            result = TriggerResult(False, result.trade_id, cooldown_left_s=left)
-        now = time.monotonic()
-        if len(self._cooling) > MAX_REMEMBERED_PAIRS:
-            self._cooling = {p: v for p, v in self._cooling.items() if v[0] > now}
-        known_until = self._cooling.get(pair, (0.0, ""))[0]
-        if now + left > known_until:
-            self._cooling[pair] = (now + left, result.trade_id)
-        TRADES.labels("enqueued" if result.enqueued else "cooldown").inc()
-        return result

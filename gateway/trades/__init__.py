@@ -1,1 +1,2 @@
-"""Trades: their path through the stages, stake action history, manual triggers."""
+"""Trades: enqueueing them (trigger), the trade fields of answers (presenter), their path
+through the stages and stake action history (service), and the routes."""

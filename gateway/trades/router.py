@@ -17,11 +17,11 @@ from gateway.deps import (
     TraderDep,
     hotkey_param,
 )
-from gateway.dividends.presenter import trade_fields
 from gateway.errors import BODY_ERRORS, documented
 from gateway.headers import no_store
 from gateway.scopes import ADMIN
 from gateway.trades import service
+from gateway.trades.presenter import trade_fields
 from gateway.trades.schemas import (
     TRADE_CURSOR_PATTERN,
     TRADE_ID_EXAMPLE,
@@ -32,8 +32,6 @@ from gateway.trades.schemas import (
     TradeRequest,
     TradeTriggered,
 )
-from shared.events import DividendRequested
-from shared.ids import new_id
 
 router = APIRouter(prefix="/api/v1", tags=["trades"], dependencies=[Depends(no_store)])
 
@@ -218,15 +216,9 @@ async def trigger_trade(
 ) -> TradeTriggered:
     hotkey = hotkey_param(body.hotkey)
     state.limiter.hit(caller.owner, "trade", state.settings.trade_rate_limit_per_min)
-    event = DividendRequested(
-        trade_id=new_id(),
-        netuid=body.netuid,
-        hotkey=hotkey,
-        source="manual",
-        request_id=request_id,
-        requested_by=caller.owner,
+    result = await state.trades.request(
+        body.netuid, hotkey, source="manual", request_id=request_id, requested_by=caller.owner
     )
-    result = await state.trades.trigger(event)
     fields = trade_fields(result, body.netuid, hotkey)
     return TradeTriggered(
         trade_id=result.trade_id,

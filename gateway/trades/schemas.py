@@ -2,18 +2,31 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
 from gateway.deps import SS58_CONSTRAINTS, SS58_DESCRIPTION, SS58_EXAMPLE
-from gateway.dividends.schemas import TradeStatus
 
 # Trade ids are 32 lowercase hex characters (shared.ids.new_id); the column holds 32.
 TRADE_ID_PATTERN = "^[0-9A-Za-z_-]{1,32}$"
 TRADE_ID_EXAMPLE = "3f9c2b8e0d4a4c55a1f0e6b7c8d9e0f1"
 # A trades page cursor: `<microseconds since the epoch>.<trade_id>` (gateway.trades.service).
 TRADE_CURSOR_PATTERN = "^[0-9]{1,16}\\.[0-9A-Za-z_-]{1,32}$"
+
+TradeStatus = Literal["enqueued", "cooldown", "not_requested"]
+
+
+# The trade part of a dividends answer (built by gateway.trades.presenter).
+class TradeFields(BaseModel):
+    stake_tx_triggered: bool = Field(
+        description="True only when this request enqueued a new trade.",
+    )
+    trade_id: str | None = Field(
+        None, description="The enqueued trade, or the one still inside its cooldown."
+    )
+    trade_status: TradeStatus = "not_requested"
+    trade_detail: str | None = Field(None, description="Why a trade was or was not enqueued.")
 
 
 class TweetsOut(BaseModel):

@@ -48,7 +48,7 @@ from pipeline.stages.decision import Decision, alpha_for_tao, decide, tao
 from pipeline.stages.lane import ColdkeyLane, Lease, ensure_no_unsettled
 from pipeline.stages.records import Publisher, parse_event, set_status
 from pipeline.stages.settlement import Settlement, failure_reason, record_outcome
-from pipeline.worker import Drop, Retry, StreamEntry, Unavailable
+from pipeline.worker import Drop, Job, Retry, StreamEntry, Unavailable
 from shared.chain.staking_types import (
     NOT_SENT_MESSAGE,
     ChainNotConnected,
@@ -490,15 +490,10 @@ class StakeStage:
         await self._announce(event, action)
 
     # ------------------------------------------------------------------ settlement
-    async def run_reconciler(self, stop: asyncio.Event, *, every_s: float = 30.0) -> None:
-        """Settle this wallet's unsettled stake actions by their hash until `stop` is set."""
-        while not stop.is_set():
-            try:
-                await self.reconcile_unsettled()
-            except Exception as exc:  # a failed sweep (database down) is retried at the next
-                logger.opt(exception=exc).warning("settlement sweep failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), every_s)
+    def settlement_job(self, *, every_s: float, timeout_s: float) -> Job:
+        """The settlement sweep as a job of the worker (its drain, health key and metrics);
+        a failed sweep (database down) is counted there and retried at the next tick."""
+        return Job("settlement", self.reconcile_unsettled, every_s=every_s, timeout_s=timeout_s)
 
     async def reconcile_unsettled(self) -> int:
         """One settlement sweep; returns how many rows it settled."""

@@ -570,3 +570,60 @@ async def test_python_m_pipeline_run_serves_its_metrics_and_stops_on_sigterm(
         pytest.fail("pipeline did not stop on SIGTERM")
     with pytest.raises(OSError):
         await asyncio.open_connection("127.0.0.1", port)
+
+
+async def test_job_runs_are_counted_by_outcome_with_duration_and_last_success(
+    redis: Redis,
+) -> None:
+    from prometheus_client import REGISTRY
+
+    from pipeline.worker import Job, Stage, StreamEntry, Worker
+
+    calls = 0
+
+    async def flaky() -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise RuntimeError("chain down")
+        if calls == 3:
+            await asyncio.sleep(3600)  # cut at its timeout
+
+    async def handler(entry: StreamEntry) -> None:
+        return None
+
+    def sample(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, {"job": "metrics_probe_job", **labels}) or 0.0
+
+    before = {
+        outcome: sample("taostake_job_runs_total", outcome=outcome)
+        for outcome in ("ok", "failed", "timeout")
+    }
+    durations = sample("taostake_job_duration_seconds_count")
+    began = time.time()
+    worker = Worker(
+        redis,
+        [Stage("job_probe", "stream:test_job_metrics", "probe", handler)],
+        block_ms=50,
+        jobs=[Job("metrics_probe_job", flaky, every_s=0.02, timeout_s=0.2)],
+    )
+
+    async def enough() -> bool:
+        return calls >= 5
+
+    task = asyncio.create_task(worker.run())
+    try:
+        await eventually(enough, timeout=5)
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, 10)
+    runs = worker.jobs["metrics_probe_job"]["runs"]
+    deltas = {
+        outcome: sample("taostake_job_runs_total", outcome=outcome) - before[outcome]
+        for outcome in ("ok", "failed", "timeout")
+    }
+    assert deltas["failed"] == 1
+    assert deltas["timeout"] == 1
+    assert deltas["ok"] == runs - 2
+    assert sample("taostake_job_duration_seconds_count") - durations == runs
+    assert sample("taostake_job_last_success_timestamp_seconds") >= began

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import shutil
 import signal
@@ -20,7 +21,7 @@ import pytest
 from loguru import logger
 from redis.asyncio import Redis
 
-from pipeline.worker import Drop, Retry, Stage, StreamEntry, Unavailable, Worker
+from pipeline.worker import Drop, Job, Retry, Stage, StreamEntry, Unavailable, Worker
 from shared.constants import KEY_WORKER_HEALTH, STREAM_DEAD_LETTER
 from tests.conftest import private_redis
 
@@ -746,3 +747,209 @@ async def _stopping(redis: Redis, consumer: str) -> bool:
 
 async def _exists(redis: Redis, key: str) -> bool:
     return bool(await redis.exists(key))
+
+
+async def _idle(entry: StreamEntry) -> None:
+    return None
+
+
+class TestJobs:
+    """Periodic jobs (pipeline/jobs.py) run by the worker beside its stages."""
+
+    async def test_a_job_runs_on_its_interval_and_is_shown_in_the_health_key(
+        self, redis: Redis
+    ) -> None:
+        starts: list[float] = []
+
+        async def tick() -> None:
+            starts.append(time.monotonic())
+
+        job = Job("tick", tick, every_s=0.1, timeout_s=1)
+        worker = make_worker(redis, _idle, jobs=[job], health_ttl_s=1, consumer="jobs-1")
+        async with running(worker):
+            await wait_until(lambda: len(starts) >= 4, what="4 runs")
+            await asyncio.sleep(0.4)  # the health loop writes every TTL/3
+            health = orjson.loads(text(await redis.get(f"{KEY_WORKER_HEALTH}jobs-1")))
+        gaps = [b - a for a, b in itertools.pairwise(starts)]
+        assert min(gaps) >= 0.09  # counted from start to start, not run back to back
+        assert max(gaps[:3]) < 0.5
+        state = health["jobs"]["tick"]
+        assert state["runs"] >= 4
+        assert state["failures"] == 0
+        assert state["last_outcome"] == "ok"
+        assert state["last_error"] is None
+        assert state["last_started_at"].endswith("Z")
+        assert state["last_ended_at"] >= state["last_started_at"]
+        assert state["last_success_at"] == state["last_ended_at"]
+        assert worker.jobs["tick"]["runs"] == len(starts)
+
+    async def test_runs_of_one_job_never_overlap(self, redis: Redis) -> None:
+        active = 0
+        most = 0
+        runs = 0
+
+        async def slow() -> None:
+            nonlocal active, most, runs
+            active += 1
+            most = max(most, active)
+            try:
+                await asyncio.sleep(0.15)  # longer than the interval
+            finally:
+                active -= 1
+                runs += 1
+
+        worker = make_worker(redis, _idle, jobs=[Job("slow", slow, every_s=0.02, timeout_s=1)])
+        async with running(worker):
+            await wait_until(lambda: runs >= 3, what="3 runs")
+        assert most == 1
+
+    async def test_a_failing_job_is_counted_and_the_worker_keeps_going(
+        self, redis: Redis, log_records: list[dict[str, Any]]
+    ) -> None:
+        calls = 0
+        handled: list[str] = []
+
+        async def broken() -> None:
+            nonlocal calls
+            calls += 1
+            if calls % 2:
+                raise RuntimeError("sweep exploded")
+
+        async def handler(entry: StreamEntry) -> None:
+            handled.append(entry.entry_id)
+
+        worker = make_worker(
+            redis, handler, jobs=[Job("broken", broken, every_s=0.05, timeout_s=1)]
+        )
+        async with running(worker) as task:
+            await wait_until(lambda: calls >= 4, what="4 runs")
+            await add(redis, 3)
+            await wait_until(lambda: len(handled) == 3, what="entries handled")
+            assert not task.done()
+            state = worker.jobs["broken"]
+            assert state["failures"] >= 2
+            assert state["runs"] >= 4
+            assert state["last_success_at"] is not None
+        failed = [r for r in log_records if r["msg"] == "job run failed"]
+        assert failed and failed[0]["job"] == "broken" and failed[0]["level"] == "ERROR"
+
+    async def test_a_hung_run_is_cut_at_its_timeout_and_the_job_runs_again(
+        self, redis: Redis
+    ) -> None:
+        started = 0
+
+        async def hangs() -> None:
+            nonlocal started
+            started += 1
+            await asyncio.sleep(3600)
+
+        worker = make_worker(redis, _idle, jobs=[Job("hangs", hangs, every_s=0.05, timeout_s=0.1)])
+        async with running(worker):
+            await wait_until(lambda: worker.jobs["hangs"]["timeouts"] >= 2, what="2 timeouts")
+            state = worker.jobs["hangs"]
+            assert state["last_outcome"] == "timeout"
+            assert state["last_error"] == "run timed out after 0.1 s"
+        assert started >= 2
+
+    async def test_a_job_given_the_stop_event_ends_its_run_at_stop(self, redis: Redis) -> None:
+        ended: list[str] = []
+
+        async def sweep(stop: asyncio.Event) -> None:
+            await stop.wait()
+            ended.append("cleanly")
+
+        worker = make_worker(redis, _idle, jobs=[Job("sweep", sweep, every_s=60, timeout_s=60)])
+        task = asyncio.create_task(worker.run())
+        await wait_until(lambda: worker.jobs["sweep"]["running"], what="run started")
+        began = time.monotonic()
+        worker.stop()
+        await asyncio.wait_for(task, 5)
+        assert time.monotonic() - began < 1.0
+        assert ended == ["cleanly"]
+        assert worker.jobs["sweep"]["last_outcome"] == "ok"
+
+    async def test_stop_gives_a_run_the_grace_then_cancels_it(self, redis: Redis) -> None:
+        finished: list[str] = []
+
+        async def slow() -> None:
+            try:
+                await asyncio.sleep(0.3)
+                finished.append("within grace")
+            except asyncio.CancelledError:
+                finished.append("cancelled")
+                raise
+
+        async def stuck() -> None:
+            await asyncio.sleep(3600)
+
+        worker = make_worker(
+            redis,
+            _idle,
+            shutdown_grace_s=1.0,
+            jobs=[
+                Job("slow", slow, every_s=60, timeout_s=60),
+                Job("stuck", stuck, every_s=60, timeout_s=60),
+            ],
+        )
+        task = asyncio.create_task(worker.run())
+        await wait_until(lambda: worker.jobs["stuck"]["running"], what="runs started")
+        began = time.monotonic()
+        worker.stop()
+        await asyncio.wait_for(task, 5)
+        elapsed = time.monotonic() - began
+        assert finished == ["within grace"]  # the short run finished inside the grace
+        assert 0.9 <= elapsed < 2.0  # the stuck one was given the grace, then cancelled
+        assert worker.jobs["stuck"]["last_outcome"] == "cancelled"
+        assert worker.jobs["slow"]["runs"] == 1  # no new run after stop
+
+    async def test_a_run_that_swallows_cancels_is_abandoned_within_the_bound(
+        self, redis: Redis
+    ) -> None:
+        swallowed = 0
+        release = False
+        runs: list[asyncio.Task[Any]] = []
+
+        async def stubborn() -> None:
+            nonlocal swallowed
+            task = asyncio.current_task()
+            assert task is not None
+            runs.append(task)
+            while True:
+                try:
+                    await asyncio.sleep(3600)
+                except asyncio.CancelledError:
+                    if release:
+                        raise
+                    swallowed += 1
+
+        worker = make_worker(
+            redis,
+            _idle,
+            shutdown_grace_s=0.2,
+            jobs=[Job("stubborn", stubborn, every_s=60, timeout_s=60)],
+        )
+        task = asyncio.create_task(worker.run())
+        await wait_until(lambda: worker.jobs["stubborn"]["running"], what="run started")
+        began = time.monotonic()
+        worker.stop()
+        await asyncio.wait_for(task, 15)
+        assert time.monotonic() - began < 0.2 + 5.0 + 1.0  # grace + cancel bound + slack
+        assert swallowed >= 2  # cancelled again and again, then left behind
+        release = True
+        runs[0].cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await runs[0]
+
+    def test_job_settings_are_checked(self) -> None:
+        async def nothing() -> None:
+            return None
+
+        async def two(a: int, b: int) -> None:
+            return None
+
+        with pytest.raises(ValueError, match="every_s"):
+            Job("x", nothing, every_s=0, timeout_s=1)
+        with pytest.raises(ValueError, match="timeout_s"):
+            Job("x", nothing, every_s=1, timeout_s=0)
+        with pytest.raises(ValueError, match="no argument or the stop event"):
+            Job("x", two, every_s=1, timeout_s=1)

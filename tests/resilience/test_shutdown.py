@@ -2,9 +2,9 @@
 load and while the chain stalls (its stake handlers stuck in chain calls), and the
 trades it held are finished by the others.
 
-The deadline is the sum of the bounds in pipeline/worker.py and pipeline/runner.py:
-intake stop (BLOCK 1 s + 2 s), drain (Worker shutdown_grace_s, 30 s), cancel of what is
-left (5 s), the stake reconciler's grace (5 s), plus 2 s to close connections.
+The deadline is the sum of the bounds in pipeline/worker.py: intake stop (BLOCK 1 s + 2 s),
+drain of handlers and job runs (Worker shutdown_grace_s, 30 s), cancel of what is left
+(5 s), plus 2 s to close connections.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from tests.resilience.stack import Proc, Stack, consumer_pid, dev_rpc, wait_fini
 
 pytestmark = pytest.mark.resilience
 
-DRAIN_DEADLINE_S = 3 + 30 + 5 + 5 + 2
+DRAIN_DEADLINE_S = 3 + 30 + 5 + 2
 TRADES = 400
 
 

@@ -26,16 +26,44 @@ def _scored(**overrides: object) -> SentimentScored:
 
 
 async def test_round_trip_through_a_stream(redis: Redis) -> None:
-    event = DividendRequested(trade_id="t1", netuid=0, hotkey=ALICE, source="schedule", dividend=42)
+    event = DividendRequested(trade_id="t1", netuid=0, hotkey=ALICE, source="schedule")
     entry_id = await publish(redis, event, maxlen=1000)
     [(got_id, fields)] = await redis.xrange("stream:dividend_requested")
     assert got_id.decode() == entry_id
     assert fields[b"netuid"] == b"0" and fields[b"source"] == b"schedule"
-    assert b"unit" not in fields  # unset optional fields are left out
+    assert b"request_id" not in fields  # unset optional fields are left out
     back = DividendRequested.from_fields(fields)
     assert back == event
     decoded = {k.decode(): v.decode() for k, v in fields.items()}
     signing.verify(decoded)  # what went through Redis still verifies
+
+
+def test_dividend_requested_carries_only_what_its_consumers_read() -> None:
+    fields = DividendRequested(
+        trade_id="t1", netuid=3, hotkey=ALICE, source="api", request_id="r", requested_by="o"
+    ).to_fields()
+    assert set(fields) == {
+        "type",
+        "event_id",
+        "version",
+        "trade_id",
+        "occurred_at",
+        "netuid",
+        "hotkey",
+        "source",
+        "request_id",
+        "requested_by",
+        "sig",
+    }
+
+
+def test_an_old_entry_with_dropped_fields_still_verifies_and_parses() -> None:
+    """Entries written before `dividend`, `unit` and `block` left `DividendRequested`."""
+    current = DividendRequested(trade_id="t1", netuid=3, hotkey=ALICE, source="api").to_fields()
+    unsigned = {k: v for k, v in current.items() if k != "sig"}
+    old = signing.sign({**unsigned, "dividend": "42", "unit": "tao_rao", "block": "1000"})
+    signing.verify(old)
+    assert DividendRequested.from_fields(old) == DividendRequested.from_fields(current)
 
 
 class TestSignature:
