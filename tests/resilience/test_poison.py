@@ -98,7 +98,9 @@ def test_poison_entries_are_dead_lettered_and_valid_trades_complete(
 
 async def scenario(st: Stack) -> None:
     redis = st.client()
-    expected: dict[str, tuple[str, str, float]] = {}  # entry id -> (kind, reason, sent at)
+    # (stream, entry id) -> (kind, reason, sent at). The stream is part of the key: entry ids
+    # are per stream, so two streams can hand out the same id within one millisecond.
+    expected: dict[tuple[str, str], tuple[str, str, float]] = {}
     trade_ids: list[str] = []
     try:
         for batch in range(4):  # poison between batches of valid trades
@@ -106,7 +108,7 @@ async def scenario(st: Stack) -> None:
             for kind, (build, reason) in POISON.items():
                 for stream, event_type in STREAM_TYPES.items():
                     entry = await redis.xadd(stream, build(event_type))  # type: ignore[arg-type]
-                    expected[text(entry)] = (kind, reason, time.monotonic())
+                    expected[(stream, text(entry))] = (kind, reason, time.monotonic())
         began = time.monotonic()
         fate, took = await st.wait_final(trade_ids, timeout=150)
         while len(await st.dead_letters()) < len(expected) and time.monotonic() - began < 30:
@@ -115,10 +117,11 @@ async def scenario(st: Stack) -> None:
     finally:
         await redis.aclose()
 
-    by_entry = {d["entry_id"]: d for d in fate.dead_letters}
+    by_entry = {(d["stream"], d["entry_id"]): d for d in fate.dead_letters}
+    assert len(by_entry) == len(fate.dead_letters), "one dead letter per poison entry"
     assert set(by_entry) == set(expected), "every poison entry and nothing else is dead-lettered"
-    for entry_id, (kind, reason, _) in expected.items():
-        letter = by_entry[entry_id]
+    for key, (kind, reason, _) in expected.items():
+        letter = by_entry[key]
         assert int(letter["deliveries"]) <= MAX_DELIVERIES, (kind, letter)
         assert reason in letter["error"], (kind, letter["error"][:300])
         assert len(orjson.loads(letter["original"])) > 0
