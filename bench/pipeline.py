@@ -27,16 +27,22 @@ from loguru import logger
 from redis.asyncio import Redis
 
 from pipeline.runner import StakeSetup, build_worker
-from shared.constants import STREAM_DIVIDEND_REQUESTED, STREAM_SENTIMENT_SCORED
+from shared.constants import (
+    STREAM_DIVIDEND_REQUESTED,
+    STREAM_SENTIMENT_SCORED,
+    STREAM_TWEETS_FETCHED,
+)
 from shared.db.migrate import migrate_database
 from shared.events import DividendRequested
 from shared.ids import new_id
 from shared.settings import Settings
+from shared.signing import set_signing_key
 from tests.fakes.chain import ALICE
 from tests.fakes.chutes import FakeChutes
 from tests.fakes.datura import FakeDatura
 
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
+SIGNING_KEY = "bench-event-signing-key-0123456789"
 DB_URL = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/taostake_bench")
 
 
@@ -87,7 +93,7 @@ async def raw_paced(redis: Redis, n: int) -> list[float]:
     return hops
 
 
-async def prepare_db() -> str:
+async def prepare_db() -> None:
     parts = urlsplit(DB_URL)
     admin = await asyncpg.connect(parts._replace(path="/postgres").geturl())
     name = parts.path.lstrip("/")
@@ -96,7 +102,6 @@ async def prepare_db() -> str:
     await admin.execute(f'CREATE DATABASE "{name}"')
     await admin.close()
     await migrate_database(Settings(_env_file=None), DB_URL)  # type: ignore[call-arg]
-    return DB_URL
 
 
 def _serve_fakes(port_queue: Any) -> None:
@@ -113,72 +118,113 @@ def _serve_fakes(port_queue: Any) -> None:
     uvloop.run(serve())
 
 
-async def product(n: int, subnets: int, paced: int) -> tuple[float, list[float], list[float]]:
-    """Burst throughput over `n` trades, then hop latency over `paced` trades sent 20 ms
-    apart (latency under a burst is queueing time, not the cost of a hop)."""
+def _bench_settings(datura_url: str, chutes_url: str) -> Settings:
+    return Settings(  # type: ignore[call-arg]
+        _env_file=None,
+        redis_url=REDIS_URL,
+        database_url=DB_URL,
+        datura_api_key="bench-datura",
+        datura_base_url=datura_url,
+        chutes_api_key="bench-chutes",
+        chutes_base_url=chutes_url,
+        event_signing_key=SIGNING_KEY,
+        log_level="WARNING",
+        worker_concurrency=256,
+        db_pool_size=20,
+    )
+
+
+def _run_worker(urls: tuple[str, str], ready: Any, go: Any) -> None:
+    """One pipeline process (as `python -m pipeline run --stages tweets,sentiment`): built,
+    then held until `go`, so start-up is not timed; stopped by SIGTERM (drains)."""
+    logger.remove()
+
+    async def run() -> None:
+        settings = _bench_settings(*urls)
+        async with build_worker(
+            settings,
+            ("tweets", "sentiment"),
+            block_ms=200,
+            stake_setup=StakeSetup(None, "bench"),
+            metrics_port=0,
+        ) as worker:
+            worker.install_signal_handlers()
+            ready.set()
+            await asyncio.to_thread(go.wait)
+            await worker.run()
+
+    uvloop.run(run())
+
+
+async def _fill(redis: Redis, n: int, subnets: int) -> None:
+    pipe = redis.pipeline(transaction=False)
+    for i in range(n):
+        event = DividendRequested(
+            trade_id=new_id(), netuid=i % subnets, hotkey=ALICE, source="manual"
+        )
+        pipe.xadd(STREAM_DIVIDEND_REQUESTED, event.to_fields())  # type: ignore[arg-type]
+        if len(pipe) >= 500:
+            await pipe.execute()
+    await pipe.execute()
+
+
+async def _wait_for(redis: Redis, n: int) -> None:
+    while await redis.xlen(STREAM_SENTIMENT_SCORED) < n:
+        await asyncio.sleep(0.005)
+
+
+async def product(
+    n: int, subnets: int, paced: int, workers: int
+) -> tuple[float, list[float], list[float]]:
+    """Throughput of `workers` pipeline processes over a backlog of `n` trades (written before
+    the clock starts: the gateway's cost is not the stages'), then hop latency over `paced`
+    trades sent 20 ms apart (latency under a burst is queueing time, not the cost of a hop)."""
     ports: Any = multiprocessing.Queue()
     fakes = multiprocessing.Process(target=_serve_fakes, args=(ports,), daemon=True)
     fakes.start()
-    datura_url, chutes_url = await asyncio.to_thread(ports.get, True, 30)
+    urls = await asyncio.to_thread(ports.get, True, 30)
+    procs: list[Any] = []
+    spawn = multiprocessing.get_context("spawn")  # a fresh interpreter, not a forked event loop
+    go = spawn.Event()
     try:
-        settings = Settings(  # type: ignore[call-arg]
-            _env_file=None,
-            redis_url=REDIS_URL,
-            database_url=await prepare_db(),
-            datura_api_key="bench-datura",
-            datura_base_url=datura_url,
-            chutes_api_key="bench-chutes",
-            chutes_base_url=chutes_url,
-            event_signing_key="bench-event-signing-key-0123456789",
-            log_level="WARNING",
-            worker_concurrency=64,
-            db_pool_size=20,
-        )
+        await prepare_db()
         redis = Redis.from_url(REDIS_URL)
-        async with build_worker(
-            settings, ("tweets", "sentiment"), block_ms=200, stake_setup=StakeSetup(None, "bench")
-        ) as worker:
-            runner = asyncio.create_task(worker.run())
-            start = time.perf_counter()
-            pipe = redis.pipeline(transaction=False)
-            for i in range(n):
-                event = DividendRequested(
-                    trade_id=new_id(), netuid=i % subnets, hotkey=ALICE, source="manual"
-                )
-                pipe.xadd(STREAM_DIVIDEND_REQUESTED, event.to_fields())  # type: ignore[arg-type]
-                if len(pipe) >= 500:
-                    await pipe.execute()
-            await pipe.execute()
-            while await redis.xlen(STREAM_SENTIMENT_SCORED) < n:
-                await asyncio.sleep(0.02)
-            elapsed = time.perf_counter() - start
-            for stream in (
-                STREAM_DIVIDEND_REQUESTED,
-                "stream:tweets_fetched",
-                STREAM_SENTIMENT_SCORED,
-            ):
-                await redis.xtrim(stream, maxlen=0)
-            for i in range(paced):
-                event = DividendRequested(
-                    trade_id=new_id(), netuid=i % subnets, hotkey=ALICE, source="manual"
-                )
-                await redis.xadd(STREAM_DIVIDEND_REQUESTED, event.to_fields())  # type: ignore[arg-type]
-                await asyncio.sleep(0.02)
-            while await redis.xlen(STREAM_SENTIMENT_SCORED) < paced:
-                await asyncio.sleep(0.02)
-            worker.stop()
-            await runner
+        for _ in range(workers):
+            ready = spawn.Event()
+            proc = spawn.Process(target=_run_worker, args=(urls, ready, go))
+            proc.start()
+            procs.append(proc)
+            await asyncio.to_thread(ready.wait, 60)
+        await _fill(redis, n, subnets)
+        start = time.perf_counter()
+        go.set()
+        await _wait_for(redis, n)
+        elapsed = time.perf_counter() - start
+        for stream in (STREAM_DIVIDEND_REQUESTED, STREAM_TWEETS_FETCHED, STREAM_SENTIMENT_SCORED):
+            await redis.xtrim(stream, maxlen=0)
+        for i in range(paced):
+            event = DividendRequested(
+                trade_id=new_id(), netuid=i % subnets, hotkey=ALICE, source="manual"
+            )
+            await redis.xadd(STREAM_DIVIDEND_REQUESTED, event.to_fields())  # type: ignore[arg-type]
+            await asyncio.sleep(0.02)
+        await _wait_for(redis, paced)
         hop1, hop2 = await hop_latencies(redis)
         await redis.aclose()
         return n / elapsed, hop1, hop2
     finally:
+        go.set()
+        for proc in procs:
+            proc.terminate()  # SIGTERM: the worker drains and exits
+        for proc in procs:
+            proc.join(30)
         fakes.terminate()
 
 
 async def hop_latencies(redis: Redis) -> tuple[list[float], list[float]]:
     """ms between a trade's events (occurred_at stamps, ms resolution)."""
     stamps: dict[str, list[datetime]] = {}
-    for stream in (STREAM_DIVIDEND_REQUESTED, "stream:tweets_fetched", STREAM_SENTIMENT_SCORED):
+    for stream in (STREAM_DIVIDEND_REQUESTED, STREAM_TWEETS_FETCHED, STREAM_SENTIMENT_SCORED):
         for _, fields in await redis.xrange(stream):
             at = datetime.fromisoformat(fields[b"occurred_at"].decode().replace("Z", "+00:00"))
             stamps.setdefault(fields[b"trade_id"].decode(), []).append(at)
@@ -192,8 +238,10 @@ async def main() -> None:
     parser.add_argument("--trades", type=int, default=3000)
     parser.add_argument("--subnets", type=int, default=64)
     parser.add_argument("--paced", type=int, default=200)
+    parser.add_argument("--workers", type=int, default=2, help="pipeline processes")
     args = parser.parse_args()
     logger.remove()
+    set_signing_key(SIGNING_KEY)
     redis = Redis.from_url(REDIS_URL)
     await redis.flushdb()
     raw_rate, _ = await raw_relay(redis, args.trades)
@@ -201,7 +249,7 @@ async def main() -> None:
     raw_hops = await raw_paced(redis, args.paced)
     await redis.flushdb()
     await redis.aclose()
-    rate, hop1, hop2 = await product(args.trades, args.subnets, args.paced)
+    rate, hop1, hop2 = await product(args.trades, args.subnets, args.paced, args.workers)
     print(
         f"\nmachine: {os.cpu_count()} cores; {args.trades} trades over {args.subnets} subnets; "
         "PostgreSQL + Redis on loopback; Datura/Chutes fakes answer instantly "

@@ -21,11 +21,10 @@ from gateway.tokens import (
     revoke_token,
     scopes_arg,
 )
-from shared.cli import HelpFormatter, json_help, port_number, print_json
+from shared.cli import HelpFormatter, command_parser, json_help, port_number, print_json
 from shared.db.config import tortoise_config
 from shared.db.migrate import ensure_sqlite_dir
 from shared.settings import Settings, get_settings
-from shared.version import project_version
 
 # h11's bound on a request head (request line and headers): room for the app's own limits
 # (a path, a query and headers each at their cap) so it still answers those with its JSON
@@ -34,12 +33,11 @@ MAX_HEAD_BYTES = MAX_HEADER_BYTES + MAX_PATH_BYTES + MAX_QUERY_BYTES + 1024
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m gateway",
-        description="The HTTP gateway (Tao dividends, trades) and its API tokens. "
+    parser = command_parser(
+        "python -m gateway",
+        "The HTTP gateway (Tao dividends, trades) and its API tokens. "
         "Settings come from the environment and .env; with no command it serves.",
     )
-    parser.add_argument("--version", action="version", version=f"taostake {project_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     serve = sub.add_parser(
         "serve",

@@ -13,6 +13,8 @@ from tortoise.contrib.fastapi import RegisterTortoise
 from gateway import errors, health
 from gateway.auth import Authenticator
 from gateway.console.router import router as console_router
+from gateway.dividends.cache import DividendsCache
+from gateway.dividends.fastpath import DividendsFastPath
 from gateway.dividends.router import router as dividends_router
 from gateway.dividends.service import DividendsService
 from gateway.limits import FailedAuthThrottle
@@ -89,7 +91,9 @@ def create_app(settings: Settings | None = None, *, chain: ChainClient | None = 
                 max_lookups=settings.auth_lookup_concurrency,
             ),
             limiter=limiter,
-            dividends=DividendsService(chain_client, cache, timeout_s=settings.chain_timeout_s),
+            dividends=DividendsService(
+                chain_client, DividendsCache(cache), timeout_s=settings.chain_timeout_s
+            ),
             trades=TradeService(
                 TradeTrigger(
                     redis, cooldown_s=settings.trade_cooldown_s, maxlen=settings.stream_maxlen
@@ -122,6 +126,8 @@ def create_app(settings: Settings | None = None, *, chain: ChainClient | None = 
         responses=errors.documented(errors.PRE_AUTH),
     )
     errors.install(app)
+    # The last added runs first: request id, limits and the access log wrap the fast path too.
+    app.add_middleware(DividendsFastPath)
     app.add_middleware(RequestContextMiddleware)
     app.include_router(health.router)
     app.include_router(dividends_router)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Annotated, Any
 
 from fastapi import Depends, Request, Security
@@ -43,20 +44,30 @@ class BearerScheme(SecurityBase):
 bearer = BearerScheme()
 
 
+async def admit(
+    state: AppState, authorization: str | None, host: str | None, scopes: Iterable[str]
+) -> Caller:
+    """The caller of an authenticated request, counted against its read budget and checked
+    for `scopes`: 401, 429 (auth throttle or rate limit), 403 or 503 otherwise.
+
+    The one admission rule: every route's dependency and the dividends fast path call it.
+    A known-valid token passes without I/O; only an unknown one meets the failed-auth
+    throttle for the client's address (gateway.auth)."""
+    caller = await state.auth.authenticate(authorization, client=client_key(host))
+    state.limiter.hit(caller.owner, "read", state.settings.rate_limit_per_min)
+    for scope in scopes:
+        caller.require(scope)
+    return caller
+
+
 async def get_caller(
     security_scopes: SecurityScopes,
     request: Request,
     state: StateDep,
     authorization: Annotated[str | None, Depends(bearer)],
 ) -> Caller:
-    # A known-valid token passes without I/O; only an unknown one meets the failed-auth
-    # throttle for this client (gateway.auth), so the fast path and the router agree.
-    client = client_key(request.client.host if request.client is not None else None)
-    caller = await state.auth.authenticate(authorization, client=client)
-    state.limiter.hit(caller.owner, "read", state.settings.rate_limit_per_min)
-    for scope in security_scopes.scopes:
-        caller.require(scope)
-    return caller
+    host = request.client.host if request.client is not None else None
+    return await admit(state, authorization, host, security_scopes.scopes)
 
 
 ReaderDep = Annotated[Caller, Security(get_caller, scopes=[READ])]

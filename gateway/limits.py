@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import time
 from collections import OrderedDict
+from functools import lru_cache
 from typing import Final
 
 from starlette.types import Message, Receive, Scope
@@ -83,6 +84,7 @@ def capped_receive(receive: Receive) -> Receive:
     return wrapped
 
 
+@lru_cache(maxsize=MAX_TRACKED_CLIENTS)  # every authenticated request asks; addresses repeat
 def client_key(host: str | None) -> str:
     """The throttle's key for a client address: the address itself for IPv4 (an IPv4-mapped
     IPv6 address counts as its IPv4 address), its /64 for IPv6, since one host commonly

@@ -14,7 +14,6 @@ from typing import Any
 from loguru import logger
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.dividends import fastpath
 from gateway.errors import error_response, status_for
 from gateway.limits import RequestRefused, capped_receive, check_head
 from gateway.metrics import HTTP_LATENCY, HTTP_REQUESTS, OVERSIZED_REQUESTS
@@ -64,7 +63,6 @@ class RequestContextMiddleware:
                 message.setdefault("headers", []).append((b"x-request-id", rid.encode()))
             await send(message)
 
-        route: str | None = None
         # Every line logged while serving the request carries its id, however deep (services,
         # clients, stdlib loggers routed through loguru), and so do the tasks it starts.
         with logger.contextualize(request_id=rid):
@@ -77,21 +75,7 @@ class RequestContextMiddleware:
                     await response(scope, receive, send_with_id)
                     return
                 receive = capped_receive(receive)
-                if scope["path"] == fastpath.PATH and (body := _fast(scope)) is not None:
-                    route = fastpath.PATH
-                    await send_with_id(
-                        {
-                            "type": "http.response.start",
-                            "status": 200,
-                            "headers": [
-                                (b"content-type", b"application/json"),
-                                (b"content-length", str(len(body)).encode()),
-                            ],
-                        }
-                    )
-                    await send_with_id({"type": "http.response.body", "body": body})
-                else:
-                    await self.app(scope, receive, send_with_id)
+                await self.app(scope, receive, send_with_id)
             except Exception as exc:
                 logger.opt(exception=exc).error(
                     "unhandled error", path=scope["path"], error=type(exc).__name__
@@ -107,11 +91,7 @@ class RequestContextMiddleware:
                     await response(scope, receive, send_with_id)
             finally:
                 elapsed = time.perf_counter() - start
-                path_label = (
-                    route
-                    if route is not None
-                    else str(getattr(scope.get("route"), "path", "unmatched"))
-                )
+                path_label = str(getattr(scope.get("route"), "path", "unmatched"))
                 _observe(scope["method"], path_label, status, elapsed)
                 if scope["path"] not in _QUIET:
                     # User data goes in as arguments, never into the format string: a path with
@@ -123,15 +103,6 @@ class RequestContextMiddleware:
                         status,
                         elapsed * 1000,
                     )
-
-
-def _fast(scope: Scope) -> bytes | None:
-    services = getattr(scope["app"].state, "services", None)
-    if services is None:
-        return None
-    return fastpath.serve(
-        services, scope["method"], scope["query_string"], _header(scope, b"authorization")
-    )
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

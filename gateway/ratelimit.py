@@ -36,25 +36,14 @@ class RateLimiter:
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
 
-    def available(self, subject: str, kind: str, limit: int) -> bool:
-        """Whether one more request fits the window's budget (counts nothing)."""
-        key = (subject, kind, int(time.time() // self._window))
-        return self._global.get(key, 0) + self._pending.get(key, 0) < limit
-
-    def allow(self, subject: str, kind: str, limit: int) -> bool:
-        """Count one request if the window's budget allows it."""
-        key = (subject, kind, int(time.time() // self._window))
-        if self._global.get(key, 0) + self._pending[key] >= limit:
-            return False
-        self._pending[key] += 1
-        return True
-
     def hit(self, subject: str, kind: str, limit: int) -> None:
         """Count one request; raise `RateLimited` when the window's budget is spent."""
-        if self.allow(subject, kind, limit):
+        now = time.time()
+        key = (subject, kind, int(now // self._window))
+        if self._global.get(key, 0) + self._pending[key] < limit:
+            self._pending[key] += 1
             return
         RATE_LIMITED.labels(kind).inc()
-        now = time.time()
         retry_after = max(1, math.ceil((int(now // self._window) + 1) * self._window - now))
         raise RateLimited(
             f"rate limit of {limit} {kind} requests per {self._window}s reached",

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
 
 from gateway.auth import Authenticator
-from gateway.dividends.service import DividendsService
 from gateway.limits import FailedAuthThrottle
 from gateway.ratelimit import RateLimiter
 from gateway.trades.trigger import TradeService
 from shared.chain import ChainClient
 from shared.settings import Settings
 from shared.singleflight import SingleFlight
+
+if TYPE_CHECKING:
+    # Only a type here: the dividends domain's modules import gateway.deps, which imports this.
+    from gateway.dividends.service import DividendsService
 
 
 @dataclass(slots=True)

@@ -22,21 +22,19 @@ from loguru import logger
 
 from pipeline.ops import deadletters, replay, streams
 from pipeline.runner import STAGE_NAMES, build_worker
-from shared.cli import HelpFormatter, json_help, print_json
+from shared.cli import HelpFormatter, command_parser, json_help, print_json
 from shared.logging import configure_logging
 from shared.redis import create_redis
 from shared.settings import Settings, get_settings
 from shared.signing import SigningKeyMissing, configure_signing
-from shared.version import project_version
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m pipeline",
-        description="The staking pipeline: stage workers on Redis Streams and the operator "
+    parser = command_parser(
+        "python -m pipeline",
+        "The staking pipeline: stage workers on Redis Streams and the operator "
         "tools around them. Settings come from the environment and .env.",
     )
-    parser.add_argument("--version", action="version", version=f"taostake {project_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = sub.add_parser(
         "run",
@@ -327,10 +325,9 @@ async def _settle(settings: Settings, args: argparse.Namespace) -> int:
     from tortoise import Tortoise
 
     from pipeline.ops.settle import SettleError, settle
+    from pipeline.stages.settlement import settled_event
     from shared.bus import publish
     from shared.db.config import tortoise_config
-    from shared.db.models import Trade
-    from shared.events import StakeExecuted
 
     await Tortoise.init(config=tortoise_config(settings))
     try:
@@ -342,22 +339,7 @@ async def _settle(settings: Settings, args: argparse.Namespace) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 1
         print(f"trade {action.trade_id}: stake action {action.status}: {action.reason}")
-        trade = await Trade.get(trade_id=action.trade_id)
-        event = StakeExecuted(
-            trade_id=action.trade_id,
-            netuid=action.netuid,
-            hotkey=action.hotkey,
-            source=trade.source,
-            direction=action.direction,
-            status=action.status,
-            amount_tao=None if action.amount_tao is None else str(action.amount_tao),
-            amount_alpha=None if action.amount_alpha is None else str(action.amount_alpha),
-            success=action.success,
-            extrinsic_hash=action.extrinsic_hash,
-            block=action.block,
-            error_name=action.error_name,
-            reason=action.reason,
-        )
+        event = await settled_event(action)
         redis = create_redis(settings)
         try:
             await publish(redis, event, maxlen=settings.stream_maxlen)

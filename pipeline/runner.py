@@ -173,7 +173,7 @@ async def build_worker(
             if "tweets" in stages:
                 tweets = TweetsStage(datura, publish)
                 built.append(
-                    Stage("tweets", STREAM_DIVIDEND_REQUESTED, GROUP_TWEETS, tweets.handle)
+                    Stage("tweets", STREAM_DIVIDEND_REQUESTED, GROUP_TWEETS, batch=tweets.run)
                 )
             if "sentiment" in stages:
                 scorer = SentimentScorer.from_settings(settings, chutes)
@@ -187,7 +187,7 @@ async def build_worker(
                     )
                 sentiment = SentimentStage(scorer, publish, cache=score_cache)
                 built.append(
-                    Stage("sentiment", STREAM_TWEETS_FETCHED, GROUP_SENTIMENT, sentiment.handle)
+                    Stage("sentiment", STREAM_TWEETS_FETCHED, GROUP_SENTIMENT, batch=sentiment.run)
                 )
             if "stake" in stages:
                 setup = stake_setup

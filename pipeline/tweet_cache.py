@@ -8,12 +8,13 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from pipeline.clients.datura import Loader, Tweet, TweetBatch
+from pipeline.clients.datura import Loader, TweetSearch
 from shared.cache import TwoLevelCache
 from shared.constants import KEY_TWEETS_CACHE
+from shared.tweets import Tweet
 
 
-def _dump(batch: TweetBatch) -> dict[str, Any]:
+def _dump(batch: TweetSearch) -> dict[str, Any]:
     return {
         "netuid": batch.netuid,
         "query": batch.query,
@@ -24,8 +25,8 @@ def _dump(batch: TweetBatch) -> dict[str, Any]:
     }
 
 
-def _load(data: dict[str, Any], cached: bool) -> TweetBatch:
-    return TweetBatch(
+def _load(data: dict[str, Any], cached: bool) -> TweetSearch:
+    return TweetSearch(
         netuid=int(data["netuid"]),
         query=str(data["query"]),
         tweets=tuple(Tweet.from_dict(t) for t in data["tweets"]),
@@ -44,7 +45,7 @@ class RedisTweetCache:
             redis, prefix=KEY_TWEETS_CACHE, ttl_s=max(ttl_s, 1), max_local=1024
         )
 
-    async def get_or_load(self, netuid: int, loader: Loader) -> TweetBatch:
+    async def get_or_load(self, netuid: int, loader: Loader) -> TweetSearch:
         async def load() -> dict[str, Any]:
             return _dump(await loader())
 

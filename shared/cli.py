@@ -1,4 +1,5 @@
-"""Helpers both command lines share: JSON output and its documented keys, argument types."""
+"""Helpers both command lines share: the parser with --version, JSON output and its
+documented keys, argument types."""
 
 from __future__ import annotations
 
@@ -9,6 +10,15 @@ from collections.abc import Mapping
 from typing import Any
 
 import orjson
+
+from shared.version import project_version
+
+
+def command_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """A command line's top-level parser, with the project's `--version`."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--version", action="version", version=f"taostake {project_version()}")
+    return parser
 
 
 def print_json(value: Any) -> None:

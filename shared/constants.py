@@ -31,6 +31,8 @@ KEY_SCORE_CACHE: Final = "cache:sentiment:"
 KEY_COLDKEY_LOCK: Final = "lock:coldkey:"
 KEY_SCHEDULE_RUNS: Final = "schedule:runs"
 KEY_SCHEDULE_LAST: Final = "schedule:last_run"
+# Beat increments it when a run fails (the pipeline exposes it as taostake_schedule_errors_total).
+KEY_SCHEDULE_ERRORS: Final = "schedule:errors"
 
 RATE_LIMIT_WINDOW_S: Final = 60
 EVENT_VERSION: Final = 1

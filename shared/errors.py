@@ -18,7 +18,11 @@ class AppError(Exception):
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
-        self.message = message
+
+    @property
+    def message(self) -> str:
+        """The exception's one argument, kept nowhere else (`str(exc)` shows the same)."""
+        return str(self.args[0])
 
 
 class Unauthorized(AppError):

@@ -9,7 +9,16 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SQLITE_URL = "sqlite://data/taostake.sqlite3"
@@ -26,16 +35,16 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     api_tokens: SecretStr = SecretStr("")
-    auth_cache_ttl_s: float = Field(10.0, ge=0)
-    rate_limit_per_min: int = Field(1200, ge=1)
-    trade_rate_limit_per_min: int = Field(30, ge=1)
-    rate_limit_sync_s: float = Field(0.5, gt=0)
+    auth_cache_ttl_s: NonNegativeFloat = 10.0
+    rate_limit_per_min: PositiveInt = 1200
+    trade_rate_limit_per_min: PositiveInt = 30
+    rate_limit_sync_s: PositiveFloat = 0.5
     # Failed checks of unknown tokens allowed per client address (IPv6: per /64) per minute
     # before 429s; a token known valid in the process is never throttled.
-    auth_failures_per_min: int = Field(30, ge=1)
+    auth_failures_per_min: PositiveInt = 30
     # Stored-token lookups (database round trips) in flight at once in one process; beyond
     # it a check of an unknown token answers 503 `auth_busy` at once.
-    auth_lookup_concurrency: int = Field(16, ge=1)
+    auth_lookup_concurrency: PositiveInt = 16
     # Addresses of reverse proxies whose X-Forwarded-For/-Proto is believed (comma separated,
     # uvicorn's syntax, "*" for any). Empty: proxy headers are ignored and the client address
     # is the peer's.
@@ -48,20 +57,20 @@ class Settings(BaseSettings):
     # --- Redis, database ------------------------------------------------------------------
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_pool_size: int = Field(256, ge=8)
-    redis_pool_timeout_s: float = Field(5.0, gt=0)
-    redis_socket_timeout_s: float = Field(10.0, gt=0)
+    redis_pool_timeout_s: PositiveFloat = 5.0
+    redis_socket_timeout_s: PositiveFloat = 10.0
     database_url: str = ""
-    db_pool_size: int = Field(20, ge=1)
-    db_command_timeout_s: float = Field(10.0, gt=0)
+    db_pool_size: PositiveInt = 20
+    db_command_timeout_s: PositiveFloat = 10.0
     # `python -m shared.db.migrate` waits this long for the database to accept connections.
-    db_connect_wait_s: float = Field(60.0, ge=0)
+    db_connect_wait_s: NonNegativeFloat = 60.0
 
     # --- chain -----------------------------------------------------------------------------
     bittensor_network: str = "test"
-    chain_timeout_s: float = Field(10.0, gt=0)
-    chain_connect_timeout_s: float = Field(15.0, gt=0)
-    chain_retry_max_s: float = Field(30.0, gt=0)
-    chain_read_concurrency: int = Field(8, ge=1)
+    chain_timeout_s: PositiveFloat = 10.0
+    chain_connect_timeout_s: PositiveFloat = 15.0
+    chain_retry_max_s: PositiveFloat = 30.0
+    chain_read_concurrency: PositiveInt = 8
     dividends_storage: Literal["auto", "TaoDividendsPerSubnet", "RootAlphaDividendsPerSubnet"] = (
         "auto"
     )
@@ -76,29 +85,29 @@ class Settings(BaseSettings):
     # --- tweets and sentiment --------------------------------------------------------------
     datura_api_key: SecretStr | None = None
     datura_base_url: str = "https://apis.datura.ai"
-    datura_timeout_s: float = Field(20.0, gt=0)
+    datura_timeout_s: PositiveFloat = 20.0
     tweet_query_template: str = "Netuid {netuid}"
     tweet_count: int = Field(20, ge=1, le=30)
-    tweet_cache_ttl_s: float = Field(60.0, ge=0)
+    tweet_cache_ttl_s: NonNegativeFloat = 60.0
     chutes_api_key: SecretStr | None = None
     chutes_base_url: str = "https://llm.chutes.ai"
     chutes_model: str = "unsloth/Llama-3.2-3B-Instruct"
-    chutes_timeout_s: float = Field(30.0, gt=0)
+    chutes_timeout_s: PositiveFloat = 30.0
     sentiment_fallback: Literal["vader", "none"] = "vader"
-    http_max_retries: int = Field(3, ge=0)
+    http_max_retries: NonNegativeInt = 3
     # Datura/Chutes replies larger than this are refused unread (an invalid response).
     http_max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024)
 
     # --- trading ---------------------------------------------------------------------------
-    stake_amount_tao: float = Field(1.0, gt=0)
+    stake_amount_tao: PositiveFloat = 1.0
     stake_sizing: Literal["fixed", "proportional"] = "fixed"
-    stake_max_tao: float = Field(1.0, gt=0)
+    stake_max_tao: PositiveFloat = 1.0
     staking_enabled: bool = True
     stake_dry_run: bool = False
     trade_by_default: bool = True
-    trade_cooldown_s: int = Field(300, ge=1)
-    cache_ttl_s: int = Field(120, ge=1)
-    cache_l1_max_entries: int = Field(10_000, ge=1)
+    trade_cooldown_s: PositiveInt = 300
+    cache_ttl_s: PositiveInt = 120
+    cache_l1_max_entries: PositiveInt = 10_000
     default_netuid: int = Field(18, ge=0, le=65535)
     default_hotkey: str = "5FFApaS75bv5pJHfAp2FVLBj9ZaXuFDjEypsaBNc1wCfe52v"
 
@@ -106,31 +115,31 @@ class Settings(BaseSettings):
     # HMAC-SHA256 key that signs every stream event; required by publishers and consumers.
     event_signing_key: SecretStr | None = None
     min_abs_score: int = Field(20, ge=0, le=100)  # dead band: |score| below it never trades
-    max_event_age_s: float = Field(900.0, gt=0)  # a trade older than this is skipped as stale
-    max_position_tao: float = Field(10.0, gt=0)  # stake per (netuid, hotkey) an add stays under
-    daily_trade_limit_tao: float = Field(5.0, gt=0)  # executed TAO per coldkey, rolling 24 h
+    max_event_age_s: PositiveFloat = 900.0  # a trade older than this is skipped as stale
+    max_position_tao: PositiveFloat = 10.0  # stake per (netuid, hotkey) an add stays under
+    daily_trade_limit_tao: PositiveFloat = 5.0  # executed TAO per coldkey, rolling 24 h
     trade_netuids: str = ""  # optional allowlist "1,18,64"; empty: every subnet
     slippage_tolerance: float = Field(0.005, gt=0, lt=1)
     allow_partial_stake: bool = False
 
     # --- pipeline and schedule -------------------------------------------------------------
-    rescore_interval_s: int = Field(900, ge=1)
-    rescore_window_s: int = Field(86_400, ge=1)
+    rescore_interval_s: PositiveInt = 900
+    rescore_window_s: PositiveInt = 86_400
     watchlist: str = ""
-    max_deliveries: int = Field(5, ge=1)
-    worker_concurrency: int = Field(32, ge=1)
-    worker_handler_timeout_s: float = Field(240.0, gt=0)
+    max_deliveries: PositiveInt = 5
+    worker_concurrency: PositiveInt = 32
+    worker_handler_timeout_s: PositiveFloat = 240.0
     # Entries of a consumer silent this long are reclaimed; a running handler keeps its
     # entries fresh, so this may be shorter than the handler timeout.
-    worker_claim_idle_s: float = Field(300.0, gt=0)
+    worker_claim_idle_s: PositiveFloat = 300.0
     # While a dependency (database, chain, Datura) is down, a handler is retried in place
     # (no delivery spent): first after this, doubling up to the max.
-    worker_outage_backoff_s: float = Field(0.5, gt=0)
-    worker_outage_backoff_max_s: float = Field(15.0, gt=0)
-    stake_submit_timeout_s: float = Field(120.0, gt=0)
+    worker_outage_backoff_s: PositiveFloat = 0.5
+    worker_outage_backoff_max_s: PositiveFloat = 15.0
+    stake_submit_timeout_s: PositiveFloat = 120.0
     # Unsettled stake actions older than submit timeout + margin are reconciled from chain.
-    stake_settle_margin_s: float = Field(30.0, ge=0)
-    stake_reconcile_every_s: float = Field(30.0, gt=0)
+    stake_settle_margin_s: NonNegativeFloat = 30.0
+    stake_reconcile_every_s: PositiveFloat = 30.0
     stream_maxlen: int = Field(100_000, ge=100)
 
     # --- metrics (the pipeline's own Prometheus endpoint; the gateway serves /metrics) ----

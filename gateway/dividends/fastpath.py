@@ -1,143 +1,85 @@
-"""Cache hits of GET /api/v1/tao_dividends answered before FastAPI's routing.
+"""Cache hits of GET /api/v1/tao_dividends, answered in front of FastAPI's routing.
 
-The design budget says a cache hit should cost close to a bare endpoint. Going
-through FastAPI's dependency resolution and response validation costs several
-times that, so requests that are certainly cache hits are answered here with
-the same semantics and the same builders as the router:
+A cache hit should cost close to a bare endpoint, and FastAPI's dependency resolution costs
+several times that. So this ASGI component (mounted by gateway.app inside the request-context
+middleware) takes the requests whose query parses and whose answer this process holds in
+memory (`DividendsCache.holds`), and serves them with the router's own steps:
+`gateway.deps.admit` (token, read budget, scope), the query from `parse_query`, and
+`gateway.dividends.answer`. A refusal on the way is answered by the app's error mapping.
 
-- the token is already known valid in this process (static, or a stored token
-  checked recently), its scopes allow the request by the router's own rule
-  (`gateway.scopes`; a refusal falls through so the router answers the 403),
-  and the rate limits allow the request;
-- the query is well-formed (anything unusual falls through, so every error
-  answer still comes from the router);
-- the answer is in the in-process cache, and with trade on, this process knows
-  the pair is inside its cooldown (so nothing would be enqueued).
-
-Anything else returns None and the request takes the normal path.
+Every other request (a refused query, an answer not in memory, another path or method) goes
+on to FastAPI unchanged; nothing has been counted for it here. The query is parsed before the
+token is checked, so the parser's memory of plain queries is bounded
+(`gateway.dividends.query.MAX_REMEMBERED`).
 """
 
 from __future__ import annotations
 
-from urllib.parse import parse_qsl
+from fastapi.exceptions import RequestValidationError
+from starlette.requests import Request
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway.dividends.presenter import dividends_body
-from gateway.metrics import CACHE_LOOKUPS, FASTPATH_HITS, TRADES
-from gateway.scopes import READ, InsufficientScope, trade_wanted
+from gateway.deps import admit
+from gateway.dividends.answer import answer
+from gateway.dividends.query import DividendsQuery, parse_query
+from gateway.dividends.router import PATH, router
+from gateway.errors import app_error
+from gateway.metrics import FASTPATH_HITS
+from gateway.scopes import READ
 from gateway.state import AppState
-from gateway.trades.presenter import trade_fields
-from shared.ss58 import normalize_ss58
+from shared.errors import AppError
 
-PATH = "/api/v1/tao_dividends"
-_TRUE = {"true", "1"}
-_FALSE = {"false", "0"}
+_SCOPES = (READ,)  # the route's own (gateway.deps.ReaderDep)
+_ROUTE = next(route for route in router.routes if getattr(route, "path", None) == PATH)
 
 
-Query = tuple[int | None, str | None, bool | None]
-_MAX_REMEMBERED = 4096
-_MAX_REMEMBERED_QUERY = 160  # netuid, a 48-character hotkey and trade fit in well under this
-_parsed: dict[bytes, Query | None] = {}
-# Serialized bodies by (query, cache stamp, trade id, cooldown seconds): a hit re-serves bytes.
-_bodies: dict[tuple[bytes, float, str | None, int | None], bytes] = {}
+class DividendsFastPath:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
 
-
-def parse_query(raw: bytes) -> Query | None:
-    """(netuid, hotkey, trade) of a plainly valid query, else None; remembered per query string."""
-    try:
-        return _parsed[raw]
-    except KeyError:
-        pass
-    query = _parse(raw)
-    if len(raw) > _MAX_REMEMBERED_QUERY:
-        return query  # a plain query is short; a long one is never worth keeping
-    if len(_parsed) >= _MAX_REMEMBERED:
-        _parsed.clear()
-    _parsed[raw] = query
-    return query
-
-
-def _parse(raw: bytes) -> Query | None:
-    try:
-        pairs = parse_qsl(raw.decode("ascii"), keep_blank_values=True, strict_parsing=bool(raw))
-    except (UnicodeDecodeError, ValueError):
-        return None
-    seen = dict(pairs)
-    if len(seen) != len(pairs) or not seen.keys() <= {"netuid", "hotkey", "trade"}:
-        return None
-    netuid = hotkey = trade = None
-    if "netuid" in seen:
-        text = seen["netuid"]
-        if not (text.isdigit() and text.isascii() and len(text) <= 5 and int(text) <= 65535):
-            return None
-        netuid = int(text)
-    if "hotkey" in seen:
-        hotkey = seen["hotkey"]
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] != PATH or scope["method"] != "GET":
+            await self.app(scope, receive, send)
+            return
+        state: AppState | None = getattr(scope["app"].state, "services", None)
+        query = _query(scope["query_string"])
+        if (
+            state is None
+            or query is None
+            or not state.dividends.cache.holds(query.netuid, query.hotkey)
+        ):
+            await self.app(scope, receive, send)
+            return
+        scope["route"] = _ROUTE  # what Starlette's routing would set (the metrics' route label)
+        authorization = None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                authorization = value.decode("latin-1")
+                break
+        client = scope.get("client")
         try:
-            if normalize_ss58(hotkey) != hotkey:
-                return None  # another spelling of the account: the router normalizes it
-        except ValueError:
-            return None
-    if "trade" in seen:
-        flag = seen["trade"].lower()
-        if flag not in _TRUE | _FALSE:
-            return None
-        trade = flag in _TRUE
-    return netuid, hotkey, trade
+            caller = await admit(state, authorization, client[0] if client else None, _SCOPES)
+            body = await answer(state, caller, query, scope.get("state", {}).get("request_id", ""))
+        except AppError as exc:
+            response = await app_error(Request(scope), exc)
+            await response(scope, receive, send)
+            return
+        FASTPATH_HITS.inc()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
 
 
-def serve(
-    state: AppState, method: str, query_string: bytes, authorization: str | None
-) -> bytes | None:
-    """The JSON body of a certain cache hit, or None to take the normal path."""
-    if method != "GET":
-        return None
-    # The token first: nothing of a request that fails auth is parsed or remembered.
-    caller = state.auth.known(authorization)
-    if caller is None or READ not in caller.scopes:
-        return None
-    query = parse_query(query_string)
-    if query is None:
-        return None
-    netuid, hotkey, trade = query
-    settings = state.settings
+def _query(raw: bytes) -> DividendsQuery | None:
     try:
-        do_trade = trade_wanted(caller, trade, trade_by_default=settings.trade_by_default)
-    except InsufficientScope:
-        return None
-    trade_netuid = settings.default_netuid if netuid is None else netuid
-    trade_hotkey = hotkey or settings.default_hotkey
-    result = state.trades.peek(trade_netuid, trade_hotkey) if do_trade else None
-    if do_trade and result is None:
-        return None
-    stamp = state.dividends.stamp(netuid, hotkey)
-    if stamp is None:
-        return None
-    subject = caller.owner  # the router's rate-limit subject (gateway.deps)
-    limiter = state.limiter
-    if not limiter.available(subject, "read", settings.rate_limit_per_min) or (
-        do_trade and not limiter.available(subject, "trade", settings.trade_rate_limit_per_min)
-    ):
-        return None  # the router answers 429 and counts it once
-    limiter.allow(subject, "read", settings.rate_limit_per_min)
-    if do_trade:
-        limiter.allow(subject, "trade", settings.trade_rate_limit_per_min)
-        TRADES.labels("cooldown").inc()
-    memo_key = (
-        query_string,
-        stamp,
-        None if result is None else result.trade_id,
-        None if result is None else round(result.cooldown_left_s),
-    )
-    body = _bodies.get(memo_key)
-    if body is None:
-        view = state.dividends.peek(netuid, hotkey)
-        if view is None:
-            return None
-        trade_info = trade_fields(result, trade_netuid, trade_hotkey)
-        body = dividends_body(netuid, hotkey, view, trade_info).model_dump_json().encode()
-        if len(_bodies) >= _MAX_REMEMBERED:
-            _bodies.clear()
-        _bodies[memo_key] = body
-    CACHE_LOOKUPS.labels("memory").inc()
-    FASTPATH_HITS.inc()
-    return body
+        return parse_query(raw)
+    except (RequestValidationError, AppError):
+        return None  # the router answers the 422

@@ -1,12 +1,16 @@
-"""Builds the response bodies; shared by the router and the cache-hit fast path.
+"""Builds the response bodies (serialized once per answer by gateway.dividends.cache).
 
 The trade fields come from gateway.trades.presenter."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from gateway.dividends.schemas import DividendCollectionResponse, DividendOut, DividendResponse
-from gateway.dividends.service import DividendsView
 from gateway.trades.schemas import TradeFields
+
+if TYPE_CHECKING:
+    from gateway.dividends.cache import DividendsView
 
 
 def dividends_body(

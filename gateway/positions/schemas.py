@@ -44,6 +44,9 @@ class ChainStake(BaseModel):
 
 
 class PositionOut(BaseModel):
+    """The stake on one hotkey of one subnet: what the records say this service moved, and
+    what the chain says the acting coldkeys hold now."""
+
     netuid: int
     hotkey: str
     actions: int = Field(description="Stake actions recorded, every status.")

@@ -17,6 +17,7 @@ from tortoise.functions import Count, Max, Sum
 from tortoise.queryset import QuerySet
 
 from gateway.db import guarded
+from gateway.listing import Listing
 from gateway.positions.schemas import (
     ChainRead,
     ChainStake,
@@ -60,17 +61,6 @@ class _Totals:
     @property
     def net(self) -> Decimal:
         return (self.tao_staked - self.tao_unstaked).quantize(NANO)
-
-
-def _scoped(owner: str | None, netuid: int | None, hotkey: str | None) -> QuerySet[StakeAction]:
-    query = StakeAction.all()
-    if owner is not None:
-        query = query.filter(trade__requested_by=owner)
-    if netuid is not None:
-        query = query.filter(netuid=netuid)
-    if hotkey is not None:
-        query = query.filter(hotkey=hotkey)
-    return query
 
 
 _GROUPED = (
@@ -218,24 +208,20 @@ def _held(
 
 
 async def list_positions(
+    listing: Listing[int],
     *,
-    owner: str | None,
-    netuid: int | None,
-    hotkey: str | None,
     history: int,
-    limit: int,
-    cursor: int | None,
     chain: object | None,
     chain_timeout_s: float,
 ) -> PositionPage:
-    """A page of positions, most recently active first; `cursor` is the id of the latest
+    """A page of positions, most recently active first; the cursor is the id of the latest
     action of the last position of the previous page. `chain` None: no chain read."""
-    query = _scoped(owner, netuid, hotkey)
+    query = listing.scoped(StakeAction.all())
     every = await _totals(query)
-    if cursor is not None:
-        every = [t for t in every if t.last_id < cursor]
-    page = every[:limit]
-    next_cursor = str(page[-1].last_id) if len(every) > limit else None
+    below = listing.cursor
+    if below is not None:
+        every = [t for t in every if t.last_id < below]
+    page, next_cursor = listing.cut(every, lambda t: str(t.last_id))
     gate = asyncio.Semaphore(HISTORY_CONCURRENCY)
     last_rows, histories, (chain_read, snapshot) = await asyncio.gather(
         _last_actions(t.last_id for t in page),

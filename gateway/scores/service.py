@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from gateway.db import guarded
+from gateway.listing import Listing
 from gateway.scores.schemas import ScoreOut, ScorePage
 from shared.db.models import SentimentScore
 
@@ -18,19 +19,13 @@ _FIELDS = {
 }
 
 
-async def list_scores(
-    netuid: int, *, owner: str | None, hotkey: str | None, limit: int, cursor: int | None
-) -> ScorePage:
-    """Newest first; the cursor is the last id seen. Only the scores of `owner`'s trades, or
-    every score when `owner` is None (admins)."""
-    query = SentimentScore.filter(netuid=netuid)
-    if owner is not None:
-        query = query.filter(trade__requested_by=owner)
-    if hotkey is not None:
-        query = query.filter(trade__hotkey=hotkey)
-    if cursor is not None:
-        query = query.filter(id__lt=cursor)
-    rows = await guarded(query.order_by("-id").limit(limit + 1).values(**_FIELDS))
-    items = [ScoreOut.model_validate(row) for row in rows[:limit]]
-    next_cursor = str(rows[limit - 1]["id"]) if len(rows) > limit else None
-    return ScorePage(netuid=netuid, items=items, next_cursor=next_cursor)
+async def list_scores(netuid: int, listing: Listing[int]) -> ScorePage:
+    """Newest first; the cursor is the last id seen. A score's hotkey is its trade's."""
+    query = listing.scoped(
+        SentimentScore.filter(netuid=netuid), hotkey_field="trade__hotkey", id__lt=listing.cursor
+    )
+    rows = await guarded(query.order_by("-id").limit(listing.limit + 1).values(**_FIELDS))
+    page, next_cursor = listing.cut(rows, lambda row: str(row["id"]))
+    return ScorePage(
+        netuid=netuid, items=[ScoreOut.model_validate(row) for row in page], next_cursor=next_cursor
+    )

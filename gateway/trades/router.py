@@ -7,19 +7,21 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Path, Query
 
-from gateway.deps import (
-    SS58_CONSTRAINTS,
-    SS58_DESCRIPTION,
-    SS58_EXAMPLE,
-    ReaderDep,
-    RequestIdDep,
-    StateDep,
-    TraderDep,
-    hotkey_param,
-)
+from gateway.deps import ReaderDep, RequestIdDep, StateDep, TraderDep, hotkey_param
 from gateway.errors import BODY_ERRORS, documented
 from gateway.headers import no_store
-from gateway.scopes import ADMIN
+from gateway.listing import COMMON_ERRORS as COMMON_ERRORS  # gateway.streams reads it here
+from gateway.listing import (
+    DEFAULT_LIMIT,
+    OWN_TRADES,
+    READ_ERRORS,
+    HotkeyQuery,
+    IdListingDep,
+    LimitQuery,
+    Listing,
+    NetuidQuery,
+    visible_owner,
+)
 from gateway.trades import service
 from gateway.trades.presenter import trade_fields
 from gateway.trades.schemas import (
@@ -27,6 +29,7 @@ from gateway.trades.schemas import (
     TRADE_ID_EXAMPLE,
     TRADE_ID_PATTERN,
     StakeActionPage,
+    StakeStatus,
     TradeOut,
     TradePage,
     TradeRequest,
@@ -35,21 +38,7 @@ from gateway.trades.schemas import (
 
 router = APIRouter(prefix="/api/v1", tags=["trades"], dependencies=[Depends(no_store)])
 
-COMMON_ERRORS = {
-    401: "`unauthorized`: missing, malformed, unknown or revoked token",
-    422: "`validation_error`: an invalid parameter or body field (the message names it)",
-    429: "`rate_limited`: the token's rate limit, or too many failed authentications from "
-    "this address; see Retry-After",
-    503: "`database_unavailable` or `redis_unavailable`: a dependency cannot answer; "
-    "`auth_busy`: too many token checks in progress (see Retry-After)",
-}
-CURSOR_PATTERN = "^[0-9]{1,10}$"
 TRADE_STATUS_PATTERN = "^[a-z_]{1,24}$"
-MAX_ROW_ID = 2**31 - 1  # stake_actions.id is a 32-bit integer: no row lies beyond it
-OWN_TRADES = (
-    "Scope: `read`. Only the caller's own trades (those it requested); "
-    "every caller's with `admin` as well."
-)
 
 
 @router.get(
@@ -60,17 +49,12 @@ OWN_TRADES = (
     + " `status` is the trade's latest stage: requested, tweets_fetched, scored, submitting, "
     "included (in a block, outcome not yet read), then succeeded, failed, skipped, rejected, "
     "dry_run, ended (no tweets or no score) or unknown (sent, outcome not yet known).",
-    responses=documented({**COMMON_ERRORS, 403: "`insufficient_scope`: the token lacks `read`"}),
+    responses=READ_ERRORS,
 )
 async def list_trades(
     caller: ReaderDep,
-    netuid: Annotated[int | None, Query(ge=0, le=65535, description="Subnet id.")] = None,
-    hotkey: Annotated[
-        str | None,
-        Query(
-            description=f"Hotkey. {SS58_DESCRIPTION}", examples=[SS58_EXAMPLE], **SS58_CONSTRAINTS
-        ),
-    ] = None,
+    netuid: NetuidQuery = None,
+    hotkey: HotkeyQuery = None,
     status: Annotated[
         str | None,
         Query(
@@ -79,7 +63,7 @@ async def list_trades(
             examples=["succeeded"],
         ),
     ] = None,
-    limit: Annotated[int, Query(ge=1, le=200, description="Page size.")] = 50,
+    limit: LimitQuery = DEFAULT_LIMIT,
     cursor: Annotated[
         str | None,
         Query(
@@ -90,16 +74,9 @@ async def list_trades(
         ),
     ] = None,
 ) -> TradePage:
-    if hotkey is not None:
-        hotkey = hotkey_param(hotkey)
-    return await service.list_trades(
-        owner=None if ADMIN in caller.scopes else caller.owner,
-        netuid=netuid,
-        hotkey=hotkey,
-        status=status,
-        limit=limit,
-        cursor=None if cursor is None else service.parse_trade_cursor(cursor),
-    )
+    after = None if cursor is None else service.parse_trade_cursor(cursor)
+    page = Listing.of(caller, netuid=netuid, hotkey=hotkey, limit=limit, cursor=after)
+    return await service.list_trades(page, status=status)
 
 
 @router.get(
@@ -127,8 +104,7 @@ async def get_trade(
     ],
     caller: ReaderDep,
 ) -> TradeOut:
-    owner = None if ADMIN in caller.scopes else caller.owner
-    return await service.get_trade(trade_id, owner=owner)
+    return await service.get_trade(trade_id, owner=visible_owner(caller))
 
 
 @router.get(
@@ -136,60 +112,19 @@ async def get_trade(
     response_model=StakeActionPage,
     summary="Stake action history, newest first",
     description=OWN_TRADES,
-    responses=documented({**COMMON_ERRORS, 403: "`insufficient_scope`: the token lacks `read`"}),
+    responses=READ_ERRORS,
 )
-async def stake_actions(
-    caller: ReaderDep,
-    netuid: Annotated[int | None, Query(ge=0, le=65535, description="Subnet id.")] = None,
-    hotkey: Annotated[
-        str | None,
-        Query(
-            description=f"Hotkey. {SS58_DESCRIPTION}", examples=[SS58_EXAMPLE], **SS58_CONSTRAINTS
-        ),
-    ] = None,
+async def list_stake_actions(
+    page: IdListingDep,
     status: Annotated[
-        Literal[
-            "succeeded",
-            "failed",
-            "skipped",
-            "rejected",
-            "dry_run",
-            "submitting",
-            "unknown",
-            "included",
-        ]
-        | None,
-        Query(description="Only actions with this status."),
+        StakeStatus | None, Query(description="Only actions with this status.")
     ] = None,
     direction: Annotated[
         Literal["add", "remove", "none"] | None,
         Query(description="Only actions of this direction."),
     ] = None,
-    limit: Annotated[int, Query(ge=1, le=200, description="Page size.")] = 50,
-    cursor: Annotated[
-        str | None,
-        Query(
-            pattern=CURSOR_PATTERN,
-            description="`next_cursor` of the previous page (a decimal number); omit it for "
-            "the first page.",
-            examples=["1234"],
-        ),
-    ] = None,
 ) -> StakeActionPage:
-    if hotkey is not None:
-        hotkey = hotkey_param(hotkey)
-    after = None if cursor is None else int(cursor)
-    if after is not None and after > MAX_ROW_ID:
-        after = None  # every row id is below it: the same page as no cursor
-    return await service.list_stake_actions(
-        owner=None if ADMIN in caller.scopes else caller.owner,
-        netuid=netuid,
-        hotkey=hotkey,
-        status=status,
-        direction=direction,
-        limit=limit,
-        cursor=after,
-    )
+    return await service.list_stake_actions(page, status=status, direction=direction)
 
 
 @router.post(

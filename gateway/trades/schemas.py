@@ -2,11 +2,12 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
 
 from gateway.deps import SS58_CONSTRAINTS, SS58_DESCRIPTION, SS58_EXAMPLE
+from shared.tweets import Tweet
 
 # Trade ids are 32 lowercase hex characters (shared.ids.new_id); the column holds 32.
 TRADE_ID_PATTERN = "^[0-9A-Za-z_-]{1,32}$"
@@ -15,6 +16,11 @@ TRADE_ID_EXAMPLE = "3f9c2b8e0d4a4c55a1f0e6b7c8d9e0f1"
 TRADE_CURSOR_PATTERN = "^[0-9]{1,16}\\.[0-9A-Za-z_-]{1,32}$"
 
 TradeStatus = Literal["enqueued", "cooldown", "not_requested"]
+# The statuses a stake_actions row can hold: decided without an extrinsic, or an extrinsic's
+# (`included`: in a finalized block, outcome not yet read).
+UnsubmittedStatus = Literal["skipped", "rejected", "dry_run"]
+ExtrinsicStatus = Literal["submitting", "unknown", "included", "succeeded", "failed"]
+StakeStatus = Literal[UnsubmittedStatus, ExtrinsicStatus]
 
 
 # The trade part of a dividends answer (built by gateway.trades.presenter).
@@ -33,7 +39,7 @@ class TweetsOut(BaseModel):
     source: str
     query: str
     count: int
-    tweets: list[dict[str, Any]]
+    tweets: list[Tweet]
     error: str | None
     fetched_at: datetime
 

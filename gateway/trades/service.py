@@ -10,6 +10,7 @@ from pydantic import BaseModel
 from tortoise.expressions import Q
 
 from gateway.db import guarded
+from gateway.listing import Listing, narrowed
 from gateway.trades.schemas import (
     SentimentOut,
     StakeActionOut,
@@ -30,10 +31,7 @@ async def get_trade(trade_id: str, *, owner: str | None) -> TradeOut:
 
     Another owner's trade is reported exactly like a missing one, so ids cannot be probed.
     """
-    query = Trade.filter(trade_id=trade_id)
-    if owner is not None:
-        query = query.filter(requested_by=owner)
-    trade = await guarded(query.first())
+    trade = await guarded(narrowed(Trade.filter(trade_id=trade_id), requested_by=owner).first())
     if trade is None:
         raise NotFound(f"no trade {trade_id!r}")
     tweets, sentiment, action = await asyncio.gather(
@@ -41,50 +39,35 @@ async def get_trade(trade_id: str, *, owner: str | None) -> TradeOut:
         guarded(SentimentScore.get_or_none(trade_id=trade_id)),
         guarded(StakeAction.get_or_none(trade_id=trade_id)),
     )
-    summary = TradeSummary.model_validate(trade, from_attributes=True)
+    summary = _out(TradeSummary, trade)
     return TradeOut(
         **summary.model_dump(),
-        tweets=_out(TweetsOut, tweets),
-        sentiment=_out(SentimentOut, sentiment),
-        stake_action=_out(StakeActionOut, action),
+        tweets=_out_or_none(TweetsOut, tweets),
+        sentiment=_out_or_none(SentimentOut, sentiment),
+        stake_action=_out_or_none(StakeActionOut, action),
     )
 
 
-def _out(schema: type[M], row: object | None) -> M | None:
-    return None if row is None else schema.model_validate(row, from_attributes=True)
+def _out(schema: type[M], row: object) -> M:
+    return schema.model_validate(row, from_attributes=True)
+
+
+def _out_or_none(schema: type[M], row: object | None) -> M | None:
+    return None if row is None else _out(schema, row)
 
 
 async def list_stake_actions(
-    *,
-    owner: str | None,
-    netuid: int | None,
-    hotkey: str | None,
-    status: str | None,
-    direction: str | None,
-    limit: int,
-    cursor: int | None,
+    listing: Listing[int], *, status: str | None, direction: str | None
 ) -> StakeActionPage:
-    """Newest first; the cursor is the last id seen (stable under concurrent inserts).
-
-    Only the actions of `owner`'s trades, or every action when `owner` is None (admins).
-    """
-    query = StakeAction.all()
-    if owner is not None:
-        query = query.filter(trade__requested_by=owner)
-    if netuid is not None:
-        query = query.filter(netuid=netuid)
-    if hotkey is not None:
-        query = query.filter(hotkey=hotkey)
-    if status is not None:
-        query = query.filter(status=status)
-    if direction is not None:
-        query = query.filter(direction=direction)
-    if cursor is not None:
-        query = query.filter(id__lt=cursor)
-    rows = await guarded(query.order_by("-id").limit(limit + 1))
-    items = [StakeActionOut.model_validate(row, from_attributes=True) for row in rows[:limit]]
-    next_cursor = str(rows[limit - 1].id) if len(rows) > limit else None
-    return StakeActionPage(items=items, next_cursor=next_cursor)
+    """Newest first; the cursor is the last id seen (stable under concurrent inserts)."""
+    query = listing.scoped(
+        StakeAction.all(), status=status, direction=direction, id__lt=listing.cursor
+    )
+    rows = await guarded(query.order_by("-id").limit(listing.limit + 1))
+    page, next_cursor = listing.cut(rows, lambda row: str(row.id))
+    return StakeActionPage(
+        items=[_out(StakeActionOut, row) for row in page], next_cursor=next_cursor
+    )
 
 
 def trade_cursor(created_at: datetime, trade_id: str) -> str:
@@ -101,30 +84,12 @@ def parse_trade_cursor(cursor: str) -> tuple[datetime, str]:
     return datetime.fromtimestamp(seconds, UTC).replace(microsecond=rest), trade_id
 
 
-async def list_trades(
-    *,
-    owner: str | None,
-    netuid: int | None,
-    hotkey: str | None,
-    status: str | None,
-    limit: int,
-    cursor: tuple[datetime, str] | None,
-) -> TradePage:
-    """Newest first. Only `owner`'s trades, or every trade when `owner` is None (admins)."""
-    query = Trade.all()
-    if owner is not None:
-        query = query.filter(requested_by=owner)
-    if netuid is not None:
-        query = query.filter(netuid=netuid)
-    if hotkey is not None:
-        query = query.filter(hotkey=hotkey)
-    if status is not None:
-        query = query.filter(status=status)
-    if cursor is not None:
-        at, trade_id = cursor
+async def list_trades(listing: Listing[tuple[datetime, str]], *, status: str | None) -> TradePage:
+    """Newest first, in the order of `trade_cursor`."""
+    query = listing.scoped(Trade.all(), owner_field="requested_by", status=status)
+    if listing.cursor is not None:
+        at, trade_id = listing.cursor
         query = query.filter(Q(created_at__lt=at) | Q(created_at=at, trade_id__lt=trade_id))
-    rows = await guarded(query.order_by("-created_at", "-trade_id").limit(limit + 1))
-    items = [TradeSummary.model_validate(row, from_attributes=True) for row in rows[:limit]]
-    last = rows[limit - 1] if len(rows) > limit else None
-    next_cursor = None if last is None else trade_cursor(last.created_at, last.trade_id)
-    return TradePage(items=items, next_cursor=next_cursor)
+    rows = await guarded(query.order_by("-created_at", "-trade_id").limit(listing.limit + 1))
+    page, next_cursor = listing.cut(rows, lambda row: trade_cursor(row.created_at, row.trade_id))
+    return TradePage(items=[_out(TradeSummary, row) for row in page], next_cursor=next_cursor)

@@ -5,7 +5,7 @@ so a stage handles "retry later" versus "give up" the same way for either.
 """
 
 from pipeline.clients.chutes import ChatCompletion, ChatMessage, ChutesClient
-from pipeline.clients.datura import DaturaClient, MemoryTweetCache, Tweet, TweetBatch, TweetCache
+from pipeline.clients.datura import DaturaClient, MemoryTweetCache, Tweet, TweetCache, TweetSearch
 from pipeline.clients.http import (
     AuthError,
     ExternalAPIError,
@@ -29,7 +29,7 @@ __all__ = [
     "QuotaError",
     "RetryPolicy",
     "Tweet",
-    "TweetBatch",
     "TweetCache",
+    "TweetSearch",
     "make_session",
 ]

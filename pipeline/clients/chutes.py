@@ -14,14 +14,10 @@ import aiohttp
 from loguru import logger
 from pydantic import SecretStr
 
-from pipeline.clients.http import (
-    DEFAULT_MAX_BODY_BYTES,
-    InvalidResponseError,
-    NotConfiguredError,
-    RetryPolicy,
-    SessionOwner,
-    request_json,
-)
+from pipeline.clients.base import APIClient
+from pipeline.clients.errors import InvalidResponseError
+from pipeline.clients.http import DEFAULT_MAX_BODY_BYTES
+from pipeline.clients.retry import RetryPolicy
 from shared.settings import Settings
 
 SERVICE: Final = "chutes"
@@ -44,9 +40,12 @@ class ChatCompletion:
     attempts: int = 1
 
 
-class ChutesClient(SessionOwner):
+class ChutesClient(APIClient):
     """One model, deterministic settings (temperature 0) so a rescore of the same tweets
     gives the same score, and a small `max_tokens` so a rambling model cannot run up cost."""
+
+    service = SERVICE
+    key_setting = "CHUTES_API_KEY"
 
     def __init__(
         self,
@@ -61,16 +60,11 @@ class ChutesClient(SessionOwner):
         session: aiohttp.ClientSession | None = None,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     ) -> None:
-        key = api_key.get_secret_value() if isinstance(api_key, SecretStr) else api_key
-        self._key = key or None
-        self._max_body_bytes = max_body_bytes
+        super().__init__(api_key, timeout_s, retry, session, max_body_bytes)
         self._endpoint = base_url.rstrip("/") + "/v1/chat/completions"
         self._model = model
-        self._timeout_s = timeout_s
         self._max_tokens = max_tokens
         self._json_mode = json_mode
-        self._retry = retry or RetryPolicy()
-        super().__init__(session)
 
     @classmethod
     def from_settings(
@@ -91,10 +85,6 @@ class ChutesClient(SessionOwner):
         )
 
     @property
-    def configured(self) -> bool:
-        return self._key is not None
-
-    @property
     def model(self) -> str:
         return self._model
 
@@ -108,8 +98,6 @@ class ChutesClient(SessionOwner):
         `ExternalAPIError(retryable=True)` once 429/503/5xx/timeouts outlast the
         retries; `InvalidResponseError` for a 200 without `choices`.
         """
-        if self._key is None:
-            raise NotConfiguredError(SERVICE, None, "CHUTES_API_KEY is not set", retryable=False)
         body: dict[str, Any] = {
             "model": self._model,
             "messages": list(messages),
@@ -119,18 +107,7 @@ class ChutesClient(SessionOwner):
         }
         if self._json_mode:
             body["response_format"] = {"type": "json_object"}
-        result = await request_json(
-            self._get_session(),
-            "POST",
-            self._endpoint,
-            service=SERVICE,
-            timeout_s=self._timeout_s,
-            policy=self._retry,
-            headers={"Authorization": f"Bearer {self._key}", "Accept": "application/json"},
-            json_body=body,
-            secrets=(self._key,),
-            max_body_bytes=self._max_body_bytes,
-        )
+        result = await self._request("POST", self._endpoint, json_body=body)
         completion = replace(
             parse_completion(result.body, default_model=self._model), attempts=result.attempts
         )

@@ -20,19 +20,13 @@ from loguru import logger
 from pydantic import SecretStr
 from yarl import URL
 
-from pipeline.clients.http import (
-    DEFAULT_MAX_BODY_BYTES,
-    InvalidResponseError,
-    NotConfiguredError,
-    RetryPolicy,
-    SessionOwner,
-    request_json,
-)
+from pipeline.clients.base import APIClient
+from pipeline.clients.http import DEFAULT_MAX_BODY_BYTES, InvalidResponseError, RetryPolicy
 from shared.settings import Settings
+from shared.tweets import Tweet, tweets_of
 
 SERVICE: Final = "datura"
 MAX_COUNT: Final = 30
-TWITTER_DATE_FORMAT: Final = "%a %b %d %H:%M:%S %z %Y"
 # The legacy host answers with a 301 to the new one; the key may follow it there.
 DEFAULT_TRUSTED_ORIGINS: Final = ("https://apis.datura.ai", "https://api.desearch.ai")
 
@@ -41,63 +35,7 @@ ParamValue = str | int | float | bool
 
 
 @dataclass(frozen=True, slots=True)
-class Tweet:
-    """The fields of a tweet that sentiment scoring and the trade record use."""
-
-    id: str | None
-    text: str
-    created_at: datetime | None = None
-    username: str | None = None
-    user_name: str | None = None
-    like_count: int = 0
-    retweet_count: int = 0
-    reply_count: int = 0
-    url: str | None = None
-    lang: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready fields (datetimes as ISO 8601), for an event's nested `tweets` field."""
-        data: dict[str, Any] = {
-            "id": self.id,
-            "text": self.text,
-            "created_at": self.created_at.isoformat() if self.created_at else None,
-            "username": self.username,
-            "user_name": self.user_name,
-            "like_count": self.like_count,
-            "retweet_count": self.retweet_count,
-            "reply_count": self.reply_count,
-            "url": self.url,
-            "lang": self.lang,
-        }
-        return data
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Tweet:
-        """The inverse of `to_dict`, as lenient as the search parser."""
-        created = data.get("created_at")
-        when: datetime | None = None
-        if isinstance(created, str) and created:
-            try:
-                when = datetime.fromisoformat(created)
-            except ValueError:
-                when = _parse_created_at(created)
-        return cls(
-            id=_str_or_none(data.get("id")),
-            text=str(data.get("text") or ""),
-            created_at=when,
-            username=_str_or_none(data.get("username")),
-            user_name=_str_or_none(data.get("user_name")),
-            # "likes": how batches stored before engagement was kept whole named it.
-            like_count=_count(data.get("like_count", data.get("likes"))),
-            retweet_count=_count(data.get("retweet_count")),
-            reply_count=_count(data.get("reply_count")),
-            url=_str_or_none(data.get("url")),
-            lang=_str_or_none(data.get("lang")),
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class TweetBatch:
+class TweetSearch:
     """One search's result. `cached` is true when it came from the cache, not a new search."""
 
     netuid: int
@@ -115,13 +53,7 @@ class TweetBatch:
 
 
 def parse_tweets(raw: Any) -> tuple[list[Tweet], int]:
-    """Tweets from a search body, and how many entries were unusable.
-
-    The API documents a bare array, yet fields come and go between tweets (and
-    between API versions): anything missing gets a default; an entry without
-    text is dropped because there is nothing to score; duplicates (same id) are
-    dropped so one viral tweet cannot count twice.
-    """
+    """Tweets from a search body (see shared/tweets.py), and how many entries were unusable."""
     items: Any = raw
     if isinstance(raw, dict):
         items = raw.get("tweets", raw.get("data"))
@@ -132,73 +64,7 @@ def parse_tweets(raw: Any) -> tuple[list[Tweet], int]:
             f"expected a JSON array of tweets, got {type(raw).__name__}",
             retryable=False,
         )
-    tweets: list[Tweet] = []
-    seen: set[str] = set()
-    skipped = 0
-    for item in items:
-        tweet = _parse_tweet(item)
-        if tweet is None or (tweet.id is not None and tweet.id in seen):
-            skipped += 1
-            continue
-        if tweet.id is not None:
-            seen.add(tweet.id)
-        tweets.append(tweet)
-    return tweets, skipped
-
-
-def _parse_tweet(item: Any) -> Tweet | None:
-    if not isinstance(item, dict):
-        return None
-    text = item.get("text") or item.get("full_text")
-    if not isinstance(text, str) or not text.strip():
-        return None
-    raw_user = item.get("user")
-    user: dict[str, Any] = raw_user if isinstance(raw_user, dict) else {}
-    created = item.get("created_at")
-    return Tweet(
-        id=_str_or_none(item.get("id")),
-        text=text.strip(),
-        created_at=_parse_created_at(created) if isinstance(created, str) else None,
-        username=_str_or_none(user.get("username")),
-        user_name=_str_or_none(user.get("name")),
-        like_count=_count(item.get("like_count")),
-        retweet_count=_count(item.get("retweet_count")),
-        reply_count=_count(item.get("reply_count")),
-        url=_str_or_none(item.get("url")),
-        lang=_str_or_none(item.get("lang")),
-    )
-
-
-def _parse_created_at(value: str) -> datetime | None:
-    """Classic Twitter dates (`Thu Feb 20 10:51:44 +0000 2025`), ISO 8601 as a fallback."""
-    value = value.strip()
-    try:
-        return datetime.strptime(value, TWITTER_DATE_FORMAT).astimezone(UTC)
-    except ValueError:
-        pass
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-def _str_or_none(value: Any) -> str | None:
-    if value is None or isinstance(value, bool):
-        return None
-    text = str(value).strip()
-    return text or None
-
-
-def _count(value: Any) -> int:
-    if isinstance(value, bool):
-        return 0
-    if isinstance(value, int):
-        return max(0, value)
-    try:
-        return max(0, int(float(value)))
-    except (TypeError, ValueError, OverflowError):
-        return 0
+    return tweets_of(items)
 
 
 def _param(value: ParamValue) -> str:
@@ -208,13 +74,13 @@ def _param(value: ParamValue) -> str:
     return str(value)
 
 
-Loader = Callable[[], Awaitable[TweetBatch]]
+Loader = Callable[[], Awaitable[TweetSearch]]
 
 
 class TweetCache(Protocol):
     """Per-netuid search results with single-flight; swap in a Redis-backed one later."""
 
-    async def get_or_load(self, netuid: int, loader: Loader) -> TweetBatch:
+    async def get_or_load(self, netuid: int, loader: Loader) -> TweetSearch:
         """A fresh cached batch for `netuid`, or the result of exactly one `loader()` call
         shared by every concurrent caller. Failures are not cached."""
         ...
@@ -238,10 +104,10 @@ class MemoryTweetCache:
         self._ttl_s = ttl_s
         self._max_entries = max_entries
         self._clock = clock
-        self._entries: dict[int, tuple[float, TweetBatch]] = {}
-        self._inflight: dict[int, asyncio.Task[TweetBatch]] = {}
+        self._entries: dict[int, tuple[float, TweetSearch]] = {}
+        self._inflight: dict[int, asyncio.Task[TweetSearch]] = {}
 
-    async def get_or_load(self, netuid: int, loader: Loader) -> TweetBatch:
+    async def get_or_load(self, netuid: int, loader: Loader) -> TweetSearch:
         entry = self._entries.get(netuid)
         if entry is not None:
             expires, batch = entry
@@ -256,7 +122,7 @@ class MemoryTweetCache:
             self._inflight[netuid] = task
         return await asyncio.shield(task)
 
-    async def _load(self, netuid: int, loader: Loader) -> TweetBatch:
+    async def _load(self, netuid: int, loader: Loader) -> TweetSearch:
         try:
             batch = await loader()
         finally:
@@ -278,18 +144,23 @@ class MemoryTweetCache:
         self._entries.clear()
 
 
-def _consume_error(task: asyncio.Task[TweetBatch]) -> None:
+def _consume_error(task: asyncio.Task[TweetSearch]) -> None:
     if not task.cancelled():
         task.exception()
 
 
-class DaturaClient(SessionOwner):
+class DaturaClient(APIClient):
     """Tweet search for one subnet at a time.
 
     Sort is "Latest" by default: a trade acts on what people say now, and the
     pipeline rescores every few minutes; "Top" favours high-engagement tweets
     that can be weeks old, so the score would barely move as opinion changes.
+    Without a key the stage records "no tweet source" instead of searching.
     """
+
+    service = SERVICE
+    key_setting = "DATURA_API_KEY"
+    auth_prefix = ""  # Datura takes the bare key
 
     def __init__(
         self,
@@ -307,19 +178,14 @@ class DaturaClient(SessionOwner):
         trusted_origins: Sequence[str] = DEFAULT_TRUSTED_ORIGINS,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     ) -> None:
-        key = api_key.get_secret_value() if isinstance(api_key, SecretStr) else api_key
-        self._key = key or None
+        super().__init__(api_key, timeout_s, retry, session, max_body_bytes)
         self._endpoint = str(URL(base_url.rstrip("/") + "/twitter"))
-        self._timeout_s = timeout_s
         self._query_template = query_template
         self._count = max(1, min(count, MAX_COUNT))
         self._sort: Sort = sort
         self._filters = {k: _param(v) for k, v in (filters or {}).items()}
-        self._retry = retry or RetryPolicy()
-        super().__init__(session)
         self._cache = cache
         self._trusted_origins = tuple(trusted_origins)
-        self._max_body_bytes = max_body_bytes
 
     @classmethod
     def from_settings(
@@ -346,11 +212,6 @@ class DaturaClient(SessionOwner):
         )
 
     @property
-    def configured(self) -> bool:
-        """False without an API key: the stage records "no tweet source" instead of searching."""
-        return self._key is not None
-
-    @property
     def endpoint(self) -> str:
         """The search URL in use (it moves if the API answered a permanent redirect)."""
         return self._endpoint
@@ -358,21 +219,19 @@ class DaturaClient(SessionOwner):
     def query_for(self, netuid: int) -> str:
         return self._query_template.format(netuid=netuid)
 
-    async def search(self, netuid: int) -> TweetBatch:
+    async def search(self, netuid: int) -> TweetSearch:
         """Latest tweets about `netuid`; cached per netuid when a cache is set.
 
         Raises `NotConfiguredError` without a key, `AuthError` / `QuotaError` on
         401/402 (not retried), `ExternalAPIError` with `retryable=True` once
         429/5xx/timeouts outlast the retries.
         """
-        if self._key is None:
-            raise NotConfiguredError(SERVICE, None, "DATURA_API_KEY is not set", retryable=False)
+        self._require_key()
         if self._cache is None:
             return await self._search(netuid)
         return await self._cache.get_or_load(netuid, lambda: self._search(netuid))
 
-    async def _search(self, netuid: int) -> TweetBatch:
-        assert self._key is not None
+    async def _search(self, netuid: int) -> TweetSearch:
         query = self.query_for(netuid)
         params = {
             "query": query,
@@ -380,18 +239,8 @@ class DaturaClient(SessionOwner):
             "count": str(self._count),
             **self._filters,
         }
-        result = await request_json(
-            self._get_session(),
-            "GET",
-            self._endpoint,
-            service=SERVICE,
-            timeout_s=self._timeout_s,
-            policy=self._retry,
-            headers={"Authorization": self._key, "Accept": "application/json"},
-            params=params,
-            secrets=(self._key,),
-            trusted_origins=self._trusted_origins,
-            max_body_bytes=self._max_body_bytes,
+        result = await self._request(
+            "GET", self._endpoint, params=params, trusted_origins=self._trusted_origins
         )
         if result.permanent_redirect and result.permanent_redirect != self._endpoint:
             logger.warning(
@@ -404,7 +253,7 @@ class DaturaClient(SessionOwner):
         # Datura may answer more than asked for: only TWEET_COUNT are kept, stored and scored.
         extra = max(0, len(tweets) - self._count)
         tweets = tweets[: self._count]
-        batch = TweetBatch(
+        batch = TweetSearch(
             netuid=netuid,
             query=query,
             tweets=tuple(tweets),
@@ -438,7 +287,7 @@ __all__ = [
     "DaturaClient",
     "MemoryTweetCache",
     "Tweet",
-    "TweetBatch",
     "TweetCache",
+    "TweetSearch",
     "parse_tweets",
 ]

@@ -12,12 +12,12 @@ pending. Any other row is refused. Who settled it and why is kept in its reason.
 
 from __future__ import annotations
 
+from pipeline.stages.lane import UNSETTLED
 from pipeline.stages.records import set_status
 from shared.db.models import StakeAction
 from shared.ids import utcnow
 
-SETTLEABLE = ("submitting", "unknown", "included")
-UNSETTLED = ("submitting", "unknown")
+SETTLEABLE = (*UNSETTLED, "included")
 OUTCOMES = ("succeeded", "failed")
 
 

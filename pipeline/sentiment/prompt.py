@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Final
 
 from pipeline.clients.chutes import ChatMessage
-from pipeline.clients.datura import Tweet
+from shared.tweets import Tweet
 
 MAX_TWEET_CHARS: Final = 500
 MAX_TOTAL_CHARS: Final = 6000

@@ -20,12 +20,12 @@ from typing import Final, Literal
 from loguru import logger
 
 from pipeline.clients.chutes import ChutesClient
-from pipeline.clients.datura import Tweet
 from pipeline.clients.http import AuthError, ExternalAPIError, NotConfiguredError, QuotaError
 from pipeline.sentiment.parse import UnusableReply, read_reply
 from pipeline.sentiment.prompt import MAX_TOTAL_CHARS, build_messages
 from pipeline.sentiment.vader import VaderScorer, get_vader
 from shared.settings import Settings
+from shared.tweets import Tweet
 
 Backend = Literal["llm", "vader", "none"]
 Fallback = Literal["vader", "none"]

@@ -19,8 +19,8 @@ from typing import Final
 
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
-from pipeline.clients.datura import Tweet
 from pipeline.sentiment.parse import clamp
+from shared.tweets import Tweet
 
 MODEL_NAME: Final = "vader-crypto"
 INLINE_MAX: Final = 64

@@ -33,6 +33,7 @@ from redis.exceptions import LockError, RedisError
 from pipeline.worker import Unavailable
 from shared.constants import KEY_COLDKEY_LOCK
 from shared.db.models import StakeAction
+from shared.settings import Settings
 from shared.tasks import cancel_and_wait
 
 UNSETTLED = ("submitting", "unknown")
@@ -89,6 +90,22 @@ class ColdkeyLane:
         self._wait_s = wait_s
         self._local: dict[str, asyncio.Lock] = {}
 
+    @classmethod
+    def from_settings(cls, redis: Redis, settings: Settings) -> ColdkeyLane:
+        """The stake stage's lane, timed by its settings."""
+        # A live holder needs at most one account read and one submit; a crashed holder's
+        # lock must expire by the time its row is due for reconciliation, or the trade stays
+        # unsettled (and the coldkey blocked) for as long as the TTL.
+        ttl_s = (
+            settings.chain_timeout_s
+            + settings.stake_submit_timeout_s
+            + settings.stake_settle_margin_s
+        )
+        # Wait for the coldkey only as long as one try's time allows after its own account
+        # read, signature and submit (the settings refuse a budget that leaves no wait):
+        # a try that times out mid-submit would spend a delivery and cancel the submit.
+        return cls(redis, ttl_s=ttl_s, wait_s=settings.stake_lane_wait_s)
+
     @contextlib.asynccontextmanager
     async def hold(self, coldkey: str) -> AsyncIterator[Lease]:
         """Queue in-process first (waiting here costs no delivery), then take the Redis
@@ -96,7 +113,9 @@ class ColdkeyLane:
 
         Every refusal here is `Unavailable`: the worker waits it out in place, spending no
         delivery, so a long unsettled extrinsic cannot push the trades queued behind it
-        into the dead letters."""
+        into the dead letters. The lane itself opens only when no extrinsic of the coldkey
+        is unsettled (checked before the lease, under it, and just before signing): a
+        handler timeout releases the lease, never the lane."""
         give_up_at = time.monotonic() + self._wait_s
         local = self._local.setdefault(coldkey, asyncio.Lock())
         try:

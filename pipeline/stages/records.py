@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable, Sequence
 from typing import TypeVar
 
 from pydantic import ValidationError
@@ -10,6 +11,7 @@ from redis.asyncio import Redis
 
 from pipeline.worker import Drop, StreamEntry
 from shared.bus import publish
+from shared.db.bulk import insert_many, padded
 from shared.db.models import Trade
 from shared.events import Event, decode_fields
 from shared.ids import utcnow
@@ -37,30 +39,43 @@ def parse_event(cls: type[E], entry: StreamEntry) -> E:
 
 
 async def ensure_trade(event: Event) -> None:
-    """Record the trade if this is the first time it is seen (one INSERT … ON CONFLICT DO
-    NOTHING).
+    """Record the trade if this is the first time it is seen."""
+    await ensure_trades([event])
 
-    Its age starts when it was requested (the signed event's time, never in the future),
-    not when a stage first got to it: after an outage MAX_EVENT_AGE_S must still see how
-    long the request waited."""
-    trade = Trade(
-        trade_id=event.trade_id,
-        netuid=event.netuid,
-        hotkey=event.hotkey,
-        source=event.source,
-        request_id=getattr(event, "request_id", None),
-        requested_by=getattr(event, "requested_by", None),
-        replay_of=getattr(event, "replay_of", None),
-        created_at=min(event.occurred_at, utcnow()),
-    )
-    await Trade.bulk_create([trade], ignore_conflicts=True)
+
+async def ensure_trades(events: Iterable[Event]) -> None:
+    """Record the trades seen for the first time (one INSERT … ON CONFLICT DO NOTHING).
+
+    A trade's age starts when it was requested (the signed event's time, never in the
+    future), not when a stage first got to it: after an outage MAX_EVENT_AGE_S must still
+    see how long the request waited."""
+    now = utcnow()
+    trades = {
+        event.trade_id: Trade(
+            trade_id=event.trade_id,
+            netuid=event.netuid,
+            hotkey=event.hotkey,
+            source=event.source,
+            request_id=getattr(event, "request_id", None),
+            requested_by=getattr(event, "requested_by", None),
+            replay_of=getattr(event, "replay_of", None),
+            created_at=min(event.occurred_at, now),
+        )
+        for event in events
+    }
+    await insert_many(list(trades.values()))
 
 
 async def set_status(trade_id: str, status: str, reason: str | None = None) -> None:
+    await set_statuses([trade_id], status, reason)
+
+
+async def set_statuses(trade_ids: Sequence[str], status: str, reason: str | None = None) -> None:
+    """One UPDATE of every trade in `trade_ids` to `status` (and `reason`, when given)."""
     values: dict[str, object] = {"status": status, "updated_at": utcnow()}
     if reason is not None:
         values["reason"] = reason
-    await Trade.filter(trade_id=trade_id).update(**values)
+    await Trade.filter(trade_id__in=padded(trade_ids)).update(**values)
 
 
 class Publisher:
@@ -78,3 +93,17 @@ class Publisher:
             await sent
         else:
             await asyncio.gather(sent, set_status(event.trade_id, status))
+
+    async def many(self, events: Sequence[Event]) -> None:
+        """Publish `events` in one round trip (a pipeline of XADDs, not a transaction)."""
+        if not events:
+            return
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for event in events:
+                pipe.xadd(
+                    event.stream,
+                    event.to_fields(),  # type: ignore[arg-type]
+                    maxlen=self._maxlen,
+                    approximate=True,
+                )
+            await pipe.execute()

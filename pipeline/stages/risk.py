@@ -93,13 +93,13 @@ def cooling_down(last_at: datetime | None, now: datetime, settings: Settings) ->
 
 
 def over_daily_limit(used_rao: int, amount_rao: int, settings: Settings) -> str | None:
-    limit_rao = int(Decimal(str(settings.daily_trade_limit_tao)) * RAO_PER_TAO)
-    if used_rao + amount_rao <= limit_rao:
-        return None
-    return (
-        f"daily limit: {tao(used_rao)} TAO traded by this coldkey in the last 24 h "
-        f"+ {tao(amount_rao)} TAO would exceed DAILY_TRADE_LIMIT_TAO="
-        f"{settings.daily_trade_limit_tao:g}"
+    return beyond_cap(
+        "daily limit",
+        used_rao,
+        "traded by this coldkey in the last 24 h",
+        amount_rao,
+        "DAILY_TRADE_LIMIT_TAO",
+        settings.daily_trade_limit_tao,
     )
 
 
@@ -146,10 +146,26 @@ def over_position_cap(
     if direction != "add":
         return None
     held_rao = account.stake_rao * account.alpha_price_rao // RAO_PER_TAO
-    cap_rao = int(Decimal(str(settings.max_position_tao)) * RAO_PER_TAO)
-    if held_rao + amount_rao <= cap_rao:
+    return beyond_cap(
+        "position cap",
+        held_rao,
+        "staked here",
+        amount_rao,
+        "MAX_POSITION_TAO",
+        settings.max_position_tao,
+    )
+
+
+# ------------------------------------------------------------------ shared
+def beyond_cap(
+    cap: str, held_rao: int, held: str, amount_rao: int, setting: str, limit_tao: float
+) -> str | None:
+    """The refusal when `amount_rao` on top of `held_rao` would pass `limit_tao` (the value
+    of `setting`), as "<cap>: <held_rao> TAO <held> + <amount_rao> TAO would exceed
+    <setting>=<limit_tao>"; None within it."""
+    if held_rao + amount_rao <= int(Decimal(str(limit_tao)) * RAO_PER_TAO):
         return None
     return (
-        f"position cap: {tao(held_rao)} TAO staked here + {tao(amount_rao)} TAO would exceed "
-        f"MAX_POSITION_TAO={settings.max_position_tao:g}"
+        f"{cap}: {tao(held_rao)} TAO {held} + {tao(amount_rao)} TAO would exceed "
+        f"{setting}={limit_tao:g}"
     )

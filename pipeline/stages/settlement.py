@@ -1,4 +1,4 @@
-"""Settlement of stake actions whose outcome did not come back, from the chain's own record.
+"""How stake actions end: recorded and announced, or settled from the chain's own record.
 
 A `submitting` / `unknown` row carries the hash of its signed extrinsic and the blocks
 it could be included in (its mortality window). The only evidence accepted is that hash
@@ -18,24 +18,35 @@ operator settles it.
 
 A sweep is bounded (rows per sweep, blocks per search, a timeout per chain call) and a
 row that raises is counted on the row (`settle_attempts`, `settle_error`) and skipped,
-never stopping the rows behind it.
+never stopping the rows behind it; it runs as a job of the worker (`settlement_job`).
+
+`Outcomes` records the ends the stage and the executor reach (a decision that sends
+nothing: `skipped`, `rejected`, `dry_run`; an outcome the submitter read) and announces
+stake actions on stake_executed, the rows settled here included: always from the stored
+row, after the row and the trade's status are stored.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from typing import Any
 
 from loguru import logger
+from tortoise.exceptions import IntegrityError
 from tortoise.expressions import F
 
-from pipeline.stages.records import set_status
+from pipeline.jobs import Job
+from pipeline.stages.decision import Decision, tao
+from pipeline.stages.lane import UNSETTLED
+from pipeline.stages.records import Publisher, set_status
+from pipeline.worker import Retry
 from shared.chain.staking_types import Inclusion, StakeClient, StakeOutcome
-from shared.db.models import StakeAction
+from shared.db.models import StakeAction, Trade
+from shared.events import SentimentScored, StakeExecuted
 from shared.ids import utcnow
 from shared.settings import Settings
 
-UNSETTLED = ("submitting", "unknown")
 SWEEP_LIMIT = 50
 # Blocks past the window's end before "not found" is final (a late finality notice).
 NOT_INCLUDED_MARGIN_BLOCKS = 4
@@ -90,6 +101,111 @@ def failure_reason(outcome: StakeOutcome, slippage_tolerance: float) -> str:
             f"{slippage_tolerance:g}): SlippageTooHigh; not retried"
         )
     return f"chain rejected the extrinsic: {outcome.error_name or outcome.message}"
+
+
+async def store_action(
+    event: SentimentScored,
+    decision: Decision,
+    status: str,
+    reason: str,
+    *,
+    amount_alpha: int | None = None,
+    **fields: Any,
+) -> StakeAction:
+    """Insert the trade's stake action (`IntegrityError` when the database refuses it: one
+    row per trade, one unsettled row per coldkey). `event` carries the stored netuid,
+    hotkey and score."""
+    return await StakeAction.create(
+        trade_id=event.trade_id,
+        netuid=event.netuid,
+        hotkey=event.hotkey,
+        direction=decision.direction,
+        status=status,
+        score=event.score,
+        reason=reason,
+        amount_tao=tao(decision.amount_rao) if decision.amount_rao else None,
+        amount_alpha=None if amount_alpha is None else tao(amount_alpha),
+        **fields,
+    )
+
+
+def stake_executed(action: StakeAction, source: str, *, note: str | None = None) -> StakeExecuted:
+    """The stake_executed event of a stored action; `note` goes before its reason."""
+    reason = action.reason if note is None else f"{note}: {action.reason}"
+    return StakeExecuted(
+        trade_id=action.trade_id,
+        netuid=action.netuid,
+        hotkey=action.hotkey,
+        source=source,
+        direction=action.direction,
+        status=action.status,
+        amount_tao=None if action.amount_tao is None else str(action.amount_tao),
+        amount_alpha=None if action.amount_alpha is None else str(action.amount_alpha),
+        success=action.success,
+        extrinsic_hash=action.extrinsic_hash,
+        block=action.block,
+        error_name=action.error_name,
+        reason=reason,
+    )
+
+
+async def settled_event(action: StakeAction) -> StakeExecuted:
+    """The stake_executed event of an action settled apart from its trade's entry (by a
+    sweep or an operator): the source comes from the trade's row."""
+    trade = await Trade.get(trade_id=action.trade_id)
+    return stake_executed(action, trade.source)
+
+
+class Outcomes:
+    """Ends a trade's stake action: the row and the trade's status are stored, then the
+    action is announced (never an event for a record that is not committed)."""
+
+    def __init__(self, publish: Publisher, settings: Settings) -> None:
+        self._publish = publish
+        self._settings = settings
+
+    async def finish(
+        self,
+        event: SentimentScored,
+        decision: Decision,
+        status: str,
+        reason: str,
+        *,
+        amount_alpha: int | None = None,
+        **fields: Any,
+    ) -> None:
+        """Record a decision that sends nothing (`skipped`, `rejected`, `dry_run`)."""
+        try:
+            action = await store_action(
+                event, decision, status, reason, amount_alpha=amount_alpha, **fields
+            )
+        except IntegrityError as exc:
+            raise Retry("stake action recorded concurrently; re-reading it", defer_s=1) from exc
+        await set_status(event.trade_id, status, reason)
+        logger.bind(trade_id=event.trade_id, stage="stake").info("{}: {}", status, reason)
+        await self.announce(event, action)
+
+    async def record(
+        self, event: SentimentScored, action: StakeAction, outcome: StakeOutcome
+    ) -> None:
+        """Record the outcome the submitter read back from the chain."""
+        reason = (
+            None if outcome.success else failure_reason(outcome, self._settings.slippage_tolerance)
+        )
+        log = logger.bind(trade_id=event.trade_id, stage="stake")
+        if not await record_outcome(action, outcome, reason):
+            log.info("stake action was settled meanwhile; not recorded twice")
+            return
+        log.info("{} {}: {}", action.direction, action.status, outcome.message)
+        await self.announce(event, action)
+
+    async def announce(
+        self, event: SentimentScored, action: StakeAction, *, note: str | None = None
+    ) -> None:
+        await self._publish(stake_executed(action, event.source, note=note))
+
+    async def announce_settled(self, action: StakeAction) -> None:
+        await self._publish(await settled_event(action))
 
 
 class Settlement:
@@ -235,3 +351,22 @@ class Settlement:
         )
         await self._announce(action)
         return True
+
+
+def settlement_job(
+    settlement: Settlement | None,
+    flush_unsent: Callable[[], Awaitable[None]],
+    *,
+    every_s: float,
+    timeout_s: float,
+) -> Job:
+    """The settlement sweep as a job of the worker (its drain, health key and metrics);
+    a failed sweep (database down) is counted there and retried at the next tick. Each
+    run first records the rows the executor could not yet record as never sent."""
+
+    async def reconcile_unsettled() -> int:
+        """One settlement sweep; returns how many rows it settled."""
+        await flush_unsent()
+        return 0 if settlement is None else await settlement.sweep()
+
+    return Job("settlement", reconcile_unsettled, every_s=every_s, timeout_s=timeout_s)

@@ -6,18 +6,21 @@ import asyncio
 import sys
 import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from loguru import logger
 from tortoise import Tortoise
 from tortoise.migrations.api.migrate import migrate
 
-from shared.db.config import tortoise_config
+from shared.db.config import sqlite_url, tortoise_config
 from shared.settings import Settings, get_settings
 
 
-def ensure_sqlite_dir(url: str) -> None:
-    if url.startswith("sqlite://") and ":memory:" not in url:
+def ensure_sqlite_dir(connection: str | dict[str, Any]) -> None:
+    """Create the directory of a SQLite database file (a `connection_config`)."""
+    url = sqlite_url(connection)
+    if url is not None and url.startswith("sqlite://") and ":memory:" not in url:
         Path(url.removeprefix("sqlite://")).parent.mkdir(parents=True, exist_ok=True)
 
 

@@ -6,6 +6,8 @@ from tortoise import fields
 from tortoise.indexes import Index
 from tortoise.models import Model
 
+from shared.tweets import Tweet, dump_tweets, load_tweets
+
 
 class ApiToken(Model):
     """A bearer token created with `python -m gateway tokens create`. Only its hash is kept."""
@@ -44,16 +46,32 @@ class Trade(Model):
         indexes = (Index(fields=("netuid", "hotkey", "created_at")),)
 
 
-class TweetBatch(Model):
+def one_per_trade(related_name: str) -> fields.OneToOneRelation[Trade]:
+    """A stage record's trade: one record of its kind per trade, deleted with the trade."""
+    return fields.OneToOneField("models.Trade", related_name=related_name, on_delete=fields.CASCADE)
+
+
+class TradeRecord(Model):
+    """What every stage's record of a trade has: its own id and the trade's id (the FK column,
+    set by Tortoise from the subclass's `trade`)."""
+
     id = fields.IntField(primary_key=True)
-    trade: fields.OneToOneRelation[Trade] = fields.OneToOneField(
-        "models.Trade", related_name="tweets", on_delete=fields.CASCADE
-    )
-    trade_id: str  # the FK column, set by Tortoise
+    trade_id: str
+
+    class Meta:
+        abstract = True
+
+
+# The tweets stage's record of a trade: the search it ran and what it found.
+class TweetBatch(TradeRecord):
+    trade: fields.OneToOneRelation[Trade] = one_per_trade("tweets")
     source = fields.CharField(max_length=16)
     query = fields.CharField(max_length=256)
     count = fields.IntField(default=0)
-    tweets: fields.Field[list[dict[str, str]]] = fields.JSONField(default=list)
+    # Stored and read back as the one tweet schema (shared/tweets.py).
+    tweets: fields.Field[list[Tweet]] = fields.JSONField(
+        default=list, encoder=dump_tweets, decoder=load_tweets
+    )
     error = fields.TextField(null=True)
     fetched_at = fields.DatetimeField(auto_now_add=True)
 
@@ -61,12 +79,8 @@ class TweetBatch(Model):
         table = "tweet_batches"
 
 
-class SentimentScore(Model):
-    id = fields.IntField(primary_key=True)
-    trade: fields.OneToOneRelation[Trade] = fields.OneToOneField(
-        "models.Trade", related_name="sentiment", on_delete=fields.CASCADE
-    )
-    trade_id: str  # the FK column, set by Tortoise
+class SentimentScore(TradeRecord):
+    trade: fields.OneToOneRelation[Trade] = one_per_trade("sentiment")
     netuid = fields.IntField()
     score = fields.IntField(null=True)
     backend = fields.CharField(max_length=16)
@@ -79,14 +93,10 @@ class SentimentScore(Model):
         table = "sentiment_scores"
 
 
-class StakeAction(Model):
+class StakeAction(TradeRecord):
     """The stake stage's decision and its chain result, unique per trade (idempotency)."""
 
-    id = fields.IntField(primary_key=True)
-    trade: fields.OneToOneRelation[Trade] = fields.OneToOneField(
-        "models.Trade", related_name="stake_action", on_delete=fields.CASCADE
-    )
-    trade_id: str  # the FK column, set by Tortoise
+    trade: fields.OneToOneRelation[Trade] = one_per_trade("stake_action")
     netuid = fields.IntField()
     hotkey = fields.CharField(max_length=64)
     coldkey = fields.CharField(max_length=64, null=True)

@@ -10,7 +10,7 @@ import pytest
 from redis.asyncio import Redis
 
 from pipeline.runner import StakeSetup, build_worker
-from pipeline.stages.stake import StakeStage
+from pipeline.stages.settlement import Settlement
 from shared.settings import Settings
 from tests.conftest import free_port
 from tests.fakes.staker import FakeStaker
@@ -41,7 +41,7 @@ async def test_a_reconciler_that_swallows_its_cancel_still_lets_the_worker_stop(
     """What Python 3.11 does to a cancel that lands inside redis-py's wait_for: lost."""
     swallowed: list[int] = []
 
-    async def stubborn_sweep(self: StakeStage) -> int:
+    async def stubborn_sweep(self: Settlement) -> int:
         while True:
             try:
                 await asyncio.sleep(3600)
@@ -50,7 +50,7 @@ async def test_a_reconciler_that_swallows_its_cancel_still_lets_the_worker_stop(
                 if len(swallowed) >= 3:
                     raise
 
-    monkeypatch.setattr(StakeStage, "reconcile_unsettled", stubborn_sweep)
+    monkeypatch.setattr(Settlement, "sweep", stubborn_sweep)
     started = time.monotonic()
     async with running_worker(pipeline_settings, staker, stages=("stake",)):
         await asyncio.sleep(0.1)

@@ -1,13 +1,16 @@
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from pydantic import SecretStr, ValidationError
 from redis.asyncio import Redis
 
 from shared import signing
 from shared.bus import publish
-from shared.events import DividendRequested, SentimentScored
+from shared.events import DeadLetter, DividendRequested, SentimentScored, TweetsFetched
 from shared.settings import Settings
+from shared.tweets import Tweet
 from tests.conftest import TEST_SIGNING_KEY
 from tests.fakes.chain import ALICE
 
@@ -132,3 +135,98 @@ class TestParsing:
         fields = DividendRequested(trade_id="t", netuid=1, hotkey=ALICE, source="api").to_fields()
         with pytest.raises(ValueError, match="dividend_requested"):
             SentimentScored.from_fields(fields)
+
+
+class TestNext:
+    def test_the_identity_is_copied_and_the_other_fields_are_given(self) -> None:
+        consumed = DividendRequested(
+            trade_id="t9", netuid=18, hotkey=ALICE, source="schedule", request_id="r-1"
+        )
+        tweet = Tweet(id="1", text="up only", like_count=3)
+        fetched = consumed.next(
+            TweetsFetched, count=1, tweet_source="datura", query="Netuid 18", tweets=[tweet]
+        )
+        assert isinstance(fetched, TweetsFetched)
+        assert (fetched.trade_id, fetched.netuid, fetched.hotkey, fetched.source) == (
+            "t9",
+            18,
+            ALICE,
+            "schedule",
+        )
+        assert (fetched.count, fetched.tweet_source, fetched.query) == (1, "datura", "Netuid 18")
+        assert fetched.tweets == [tweet]
+        assert fetched.event_id != consumed.event_id
+        scored = fetched.next(SentimentScored, score=-20, backend="vader")
+        assert (scored.trade_id, scored.netuid, scored.hotkey, scored.source) == (
+            "t9",
+            18,
+            ALICE,
+            "schedule",
+        )
+        assert (scored.score, scored.backend, scored.tweets_scored) == (-20, "vader", 0)
+
+    def test_the_identity_cannot_be_given_by_hand(self) -> None:
+        consumed = DividendRequested(trade_id="t9", netuid=18, hotkey=ALICE, source="api")
+        with pytest.raises(TypeError, match="trade_id"):
+            consumed.next(SentimentScored, trade_id="other", backend="llm")
+
+    def test_the_next_event_round_trips_through_its_fields(self) -> None:
+        consumed = DividendRequested(trade_id="t9", netuid=4, hotkey=ALICE, source="manual")
+        fetched = consumed.next(
+            TweetsFetched,
+            count=1,
+            tweet_source="cache",
+            query="q",
+            tweets=[Tweet(id="7", text="x", retweet_count=2)],
+        )
+        fields = fetched.to_fields()
+        signing.verify(fields)
+        assert TweetsFetched.from_fields(fields) == fetched
+
+
+ORIGINAL = {"type": "dividend_requested", "trade_id": "t5", "netuid": "x", "sig": "abc"}
+
+
+class TestDeadLetter:
+    def _letter(self) -> DeadLetter:
+        return DeadLetter.of(
+            "stream:dividend_requested",
+            "tweets",
+            "1700000000000-3",
+            ORIGINAL,
+            deliveries=4,
+            error="Drop: malformed",
+        )
+
+    def test_to_fields_is_signed_and_names_the_stream_stream(self) -> None:
+        fields = self._letter().to_fields()
+        signing.verify(fields)
+        assert fields["stream"] == "stream:dividend_requested"
+        assert "from_stream" not in fields
+        assert fields["type"] == "dead_letter"
+        assert (fields["group"], fields["entry_id"]) == ("tweets", "1700000000000-3")
+        assert (fields["deliveries"], fields["error"]) == ("4", "Drop: malformed")
+        assert (fields["trade_id"], fields["netuid"]) == ("t5", "x")  # copied as they were
+        assert "hotkey" not in fields and "source" not in fields
+
+    async def test_from_fields_round_trip_through_a_stream(self, redis: Redis) -> None:
+        letter = self._letter()
+        await redis.xadd("stream:dead_letter", letter.to_fields())  # type: ignore[arg-type]
+        rows: Any = await redis.xrange("stream:dead_letter")
+        [(_, raw)] = rows
+        back = DeadLetter.from_fields(raw)
+        assert back == letter
+        assert back.from_stream == "stream:dividend_requested"
+        assert back.original_fields == ORIGINAL
+
+    def test_original_fields(self) -> None:
+        assert self._letter().original_fields == ORIGINAL
+        odd = self._letter().model_copy(update={"original": '["not", "a", "dict"]'})
+        assert odd.original_fields == {}
+        numbers = self._letter().model_copy(update={"original": '{"netuid": 3, "ok": true}'})
+        assert numbers.original_fields == {"netuid": "3", "ok": "True"}
+
+    def test_from_fields_refuses_another_type(self) -> None:
+        fields = DividendRequested(trade_id="t", netuid=1, hotkey=ALICE, source="api").to_fields()
+        with pytest.raises(ValueError, match="dividend_requested"):
+            DeadLetter.from_fields(fields)

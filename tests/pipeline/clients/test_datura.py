@@ -14,7 +14,7 @@ from pipeline.clients.datura import (
     DaturaClient,
     MemoryTweetCache,
     Tweet,
-    TweetBatch,
+    TweetSearch,
     parse_tweets,
 )
 from pipeline.clients.http import (
@@ -332,15 +332,15 @@ class TestCache:
             await asyncio.sleep(0.01)
             first.cancel()
             batch = await second
-        assert isinstance(batch, TweetBatch)
+        assert isinstance(batch, TweetSearch)
         assert datura.request_count == 1
 
     async def test_bounded_entries(self) -> None:
         cache = MemoryTweetCache(60, max_entries=2)
 
         def loader(netuid: int) -> Any:
-            async def load() -> TweetBatch:
-                return TweetBatch(netuid, "q", (), datetime.now(UTC))
+            async def load() -> TweetSearch:
+                return TweetSearch(netuid, "q", (), datetime.now(UTC))
 
             return load
 

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import io
-import random
 import socket
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
-from email.utils import format_datetime
 
 import aiohttp
 import pytest
@@ -19,16 +16,10 @@ from pipeline.clients.http import (
     ExternalAPIError,
     HTTPResult,
     InvalidResponseError,
-    QuotaError,
     RetryPolicy,
-    error_detail,
-    error_for_status,
     make_session,
-    parse_retry_after,
     request_json,
-    scrub,
 )
-from shared.backoff import Backoff
 from tests.fakes import FakeServer, Reply
 
 SECRET = "sk-very-secret-key-0042"
@@ -101,91 +92,6 @@ async def call(
         sleep=sleep or Sleeps(),
     )
     return result
-
-
-class TestRetryPolicy:
-    def test_backoff_grows_exponentially_with_jitter_and_is_capped(self) -> None:
-        policy = RetryPolicy(backoff_base_s=1.0, backoff_max_s=8.0)
-        for index, full in enumerate([1.0, 2.0, 4.0, 8.0, 8.0, 8.0]):
-            delays = [policy.backoff(index) for _ in range(50)]
-            assert all(full * 0.5 <= d <= full for d in delays)
-            assert len({round(d, 6) for d in delays}) > 1  # jittered
-
-    def test_retry_after_wins_when_longer_but_is_capped(self) -> None:
-        policy = RetryPolicy(backoff_base_s=0.1, backoff_max_s=1.0, retry_after_max_s=30.0)
-        assert policy.backoff(0, retry_after_s=7.0) == 7.0
-        assert policy.backoff(0, retry_after_s=3600.0) == 30.0
-        assert policy.backoff(0, retry_after_s=0.0) <= 0.1
-
-    def test_waits_follow_the_shared_backoff(self) -> None:
-        policy = RetryPolicy(backoff_base_s=0.5, backoff_max_s=8.0, retry_after_max_s=30.0)
-        shared = Backoff(first_s=0.5, cap_s=8.0, jitter=0.5, retry_after_max_s=30.0)
-        random.seed(3)
-        ours = [policy.backoff(n, retry_after_s=None) for n in range(6)]
-        random.seed(3)
-        assert ours == [shared.delay(n) for n in range(6)]
-
-    def test_nonsense_waits_are_refused_at_construction(self) -> None:
-        with pytest.raises(ValueError):
-            RetryPolicy(backoff_base_s=0.0)
-
-
-class TestParsing:
-    def test_retry_after_seconds_and_http_date(self) -> None:
-        now = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
-        assert parse_retry_after("12") == 12.0
-        assert parse_retry_after(" 1.5 ") == 1.5
-        date = format_datetime(now + timedelta(seconds=20), usegmt=True)
-        assert parse_retry_after(date, now=now) == pytest.approx(20.0)
-        assert parse_retry_after(format_datetime(now - timedelta(hours=1)), now=now) == 0.0
-        assert parse_retry_after("soon") is None
-        assert parse_retry_after(None) is None
-        assert parse_retry_after("nan") is None
-
-    def test_error_detail_shapes(self) -> None:
-        assert error_detail(b'{"detail": "Authentication required."}') == (
-            "Authentication required."
-        )
-        quota = b'{"detail": {"message": "Quota exceeded", "quota_reset_timestamp": "x"}}'
-        assert error_detail(quota) == "Quota exceeded"
-        validation = b'{"detail": [{"loc": ["query", "query"], "msg": "Field required"}]}'
-        assert error_detail(validation) == "query.query: Field required"
-        assert error_detail(b'{"error": "Insufficient balance"}') == "Insufficient balance"
-        assert (
-            error_detail(b"<html>\n<b>Bad   Gateway</b></html>")
-            == "<html> <b>Bad Gateway</b></html>"
-        )
-        assert error_detail(b"") == "(empty body)"
-        assert len(error_detail(b"x" * 5000)) == 300
-
-    def test_error_detail_and_scrub_mask_secrets(self) -> None:
-        body = f'{{"detail": "bad key {SECRET}"}}'.encode()
-        assert error_detail(body, [SECRET]) == "bad key ***"
-        assert scrub(f"a{SECRET}b", [SECRET, ""]) == "a***b"
-
-    @pytest.mark.parametrize(
-        ("status", "kind", "retryable"),
-        [
-            (401, AuthError, False),
-            (403, AuthError, False),
-            (402, QuotaError, False),
-            (404, ExternalAPIError, False),
-            (422, ExternalAPIError, False),
-            (400, ExternalAPIError, False),
-            (408, ExternalAPIError, True),
-            (429, ExternalAPIError, True),
-            (500, ExternalAPIError, True),
-            (502, ExternalAPIError, True),
-            (503, ExternalAPIError, True),
-            (599, ExternalAPIError, True),
-        ],
-    )
-    def test_status_mapping(self, status: int, kind: type, retryable: bool) -> None:
-        error = error_for_status("svc", status, "why")
-        assert type(error) is kind
-        assert error.retryable is retryable
-        assert error.upstream_status == status
-        assert error.message == f"svc: HTTP {status}: why"
 
 
 class TestRequestJson:

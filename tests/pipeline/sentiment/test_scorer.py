@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 
 from pipeline.clients.chutes import ChutesClient
-from pipeline.clients.datura import Tweet
 from pipeline.clients.http import RetryPolicy
 from pipeline.sentiment.scorer import SentimentResult, SentimentScorer
 from shared.settings import Settings
+from shared.tweets import Tweet
 from tests.fakes import Reply
 from tests.fakes.chutes import DEFAULT_KEY, DEFAULT_MODEL, FakeChutes
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
-from pipeline.clients.datura import Tweet
 from pipeline.sentiment.vader import CRYPTO_LEXICON, VaderScorer, get_vader
+from shared.tweets import Tweet
 
 POSITIVE = [
     "Netuid 18 keeps shipping: new validators online and emissions climbing. Bullish.",

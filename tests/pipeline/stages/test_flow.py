@@ -500,4 +500,4 @@ class TestEngagement:
             assert item["replies"] == original.get("reply_count", 0)
         assert max(item["likes"] for item in sent) > 0
         stored = await TweetBatch.get(trade_id=trade_id)
-        assert stored.tweets[0]["like_count"] == datura.tweets[0]["like_count"]
+        assert stored.tweets[0].like_count == datura.tweets[0]["like_count"]

@@ -17,6 +17,7 @@ from pipeline.worker import Unavailable
 from shared.constants import KEY_COLDKEY_LOCK
 from shared.db.models import StakeAction, Trade
 from shared.ids import new_id
+from shared.settings import Settings
 from tests.fakes.chain import ALICE
 from tests.fakes.staker import COLDKEY
 
@@ -153,3 +154,24 @@ async def test_a_lease_taken_after_a_long_wait_counts_its_ttl_from_when_it_was_t
         waited = time.monotonic() - started
         lease.ensure_held()
     assert 0.9 <= waited < 1.5
+
+
+async def test_the_stage_lane_is_timed_by_its_settings(
+    redis: Redis, pipeline_settings: Settings
+) -> None:
+    """A crashed holder's lease lapses once its row is due for the sweep (an account read, a
+    submit and the settle margin); a rival waits the lane budget
+    (Settings.stake_lane_wait_s), no longer."""
+    settings = pipeline_settings
+    lane = ColdkeyLane.from_settings(redis, settings)
+    ttl_s = settings.chain_timeout_s + settings.stake_submit_timeout_s
+    ttl_s += settings.stake_settle_margin_s
+    async with lane.hold(COLDKEY):
+        left_ms = await redis.pttl(KEY)
+        started = time.monotonic()
+        with pytest.raises(Unavailable):
+            async with ColdkeyLane.from_settings(redis, settings).hold(COLDKEY):
+                pass
+        waited = time.monotonic() - started
+    assert ttl_s * 1000 - 500 < left_ms <= ttl_s * 1000
+    assert settings.stake_lane_wait_s - 0.2 <= waited < settings.stake_lane_wait_s + 1.0

@@ -104,7 +104,10 @@ class TestLimits:
         settings = _settings(daily_trade_limit_tao=5)
         assert risk.over_daily_limit(4 * TAO, TAO, settings) is None
         reason = risk.over_daily_limit(4 * TAO + 1, TAO, settings)
-        assert reason is not None and "DAILY_TRADE_LIMIT_TAO=5" in reason
+        assert reason == (
+            "daily limit: 4.000000001 TAO traded by this coldkey in the last 24 h "
+            "+ 1.000000000 TAO would exceed DAILY_TRADE_LIMIT_TAO=5"
+        )
 
     def test_position_cap_at_the_current_price(self) -> None:
         settings = _settings(max_position_tao=10)

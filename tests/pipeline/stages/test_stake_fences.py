@@ -14,7 +14,7 @@ import pytest
 from redis.asyncio import Redis
 from tortoise.exceptions import DBConnectionError
 
-from pipeline.stages import stake as stake_module
+from pipeline.stages import executor as executor_module
 from shared.bus import publish
 from shared.chain.staking_types import ERA_PERIOD_BLOCKS, SignedStake, StakeOutcome
 from shared.constants import KEY_COLDKEY_LOCK, STREAM_DEAD_LETTER, STREAM_STAKE_EXECUTED
@@ -308,8 +308,8 @@ async def test_an_unstake_with_no_usable_price_is_skipped(
 def _failing_set_status(
     monkeypatch: pytest.MonkeyPatch, statuses: list[str], *, hang: bool = False
 ) -> None:
-    """The stake stage's `set_status` fails (or hangs) once for each of `statuses`."""
-    real = stake_module.set_status
+    """The executor's `set_status` fails (or hangs) once for each of `statuses`."""
+    real = executor_module.set_status
 
     async def flaky(trade_id: str, status: str, reason: str | None = None) -> None:
         if status in statuses:
@@ -319,7 +319,7 @@ def _failing_set_status(
             raise DBConnectionError("connection to the database lost")
         await real(trade_id, status, reason)
 
-    monkeypatch.setattr(stake_module, "set_status", flaky)
+    monkeypatch.setattr(executor_module, "set_status", flaky)
 
 
 async def test_a_failure_between_storing_the_row_and_sending_is_failed_not_sent(
@@ -367,7 +367,7 @@ async def test_a_row_never_sent_is_recorded_once_the_database_is_back(
                 raise DBConnectionError("connection to the database lost")
             return StakeAction.filter(*args, **kwargs)
 
-    monkeypatch.setattr(stake_module, "StakeAction", Actions())
+    monkeypatch.setattr(executor_module, "StakeAction", Actions())
     staker = FakeStaker()
     trade_id = new_id()
     async with running_worker(pipeline_settings, staker, stages=("stake",)) as worker:

@@ -1,0 +1,148 @@
+"""The stage kit: every record-keeping stage is parse → load/ensure trade → compute →
+`event.next(...)`, a batch of entries at a time.
+
+For a batch read by the worker (one XREADGROUP COUNT N) a `BatchStage` makes:
+
+1. one check per entry: signature and schema (`parse_event`); a bad entry is dropped to the
+   dead letters alone, the rest go on;
+2. one INSERT … ON CONFLICT DO NOTHING of the trades and, beside it, one SELECT of the
+   stage's records already stored (a redelivered entry is answered from its record, never
+   computed twice);
+3. `compute` for each trade without a record, concurrently (outside calls go through their
+   clients' caches and single-flight); an error ends that entry alone;
+4. one INSERT … ON CONFLICT DO NOTHING RETURNING of the new records: a record another
+   consumer committed first is read back and wins, so what is published is always what is
+   stored;
+5. one pipelined XADD of the next events (`Event.next`: the identity travels by
+   construction) and one UPDATE of the trades' status per status.
+
+Only then does the worker ack the batch (one XACK).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar, Generic, TypeVar
+
+from loguru import logger
+from tortoise.models import Model
+
+from pipeline.entries import Drop, Outcomes, StreamEntry
+from pipeline.stages.records import Publisher, ensure_trades, parse_event, set_statuses
+from shared.db.bulk import insert_many, padded
+from shared.events import Event
+
+In = TypeVar("In", bound=Event)
+Rec = TypeVar("Rec", bound=Model)
+
+
+@dataclass(frozen=True, slots=True)
+class Ended:
+    """A record that ends its trade (nothing to publish), and why."""
+
+    reason: str
+
+
+class BatchStage(ABC, Generic[In, Rec]):
+    """A stage over a batch of `consumes` entries keeping one `record` per trade."""
+
+    name: ClassVar[str]
+    consumes: type[In]
+    record: type[Rec]
+    status: ClassVar[str]  # the trade's status once this stage stored its record
+
+    def __init__(self, publish: Publisher) -> None:
+        self._publish = publish
+
+    @abstractmethod
+    async def compute(self, event: In) -> Rec:
+        """The stage's record for a trade seen for the first time (not saved yet)."""
+
+    @abstractmethod
+    def next(self, event: In, record: Rec) -> Event | Ended:
+        """The trade's next event (`event.next(...)`) from the stored `record`, or why the
+        trade ends here."""
+
+    async def run(self, entries: Sequence[StreamEntry], outcomes: Outcomes) -> None:
+        """The worker's batch handler: an outcome for every entry, see the module docstring."""
+        events: dict[str, In] = {}
+        for entry in entries:
+            try:
+                events[entry.entry_id] = parse_event(self.consumes, entry)
+            except Drop as exc:
+                outcomes[entry.entry_id] = exc
+        if not events:
+            return
+        _, stored = await asyncio.gather(
+            ensure_trades(events.values()), self._load({e.trade_id for e in events.values()})
+        )
+        first: dict[str, In] = {}  # a trade twice in one batch is computed once
+        for event in events.values():
+            if event.trade_id not in stored:
+                first.setdefault(event.trade_id, event)
+        failed, written = await self._compute_missing(list(first.values()), stored)
+        publish: list[Event] = []
+        statuses: dict[tuple[str, str | None], list[str]] = defaultdict(list)
+        for entry_id, event in events.items():
+            if event.trade_id in failed:
+                outcomes[entry_id] = failed[event.trade_id]
+                continue
+            step = self.next(event, stored[event.trade_id])
+            if isinstance(step, Event):
+                publish.append(step)
+            if event.trade_id in written:  # its record is this batch's: the trade moves on
+                status = ("ended", step.reason) if isinstance(step, Ended) else (self.status, None)
+                statuses[status].append(event.trade_id)
+        await asyncio.gather(
+            self._publish.many(publish),
+            *(set_statuses(ids, status, why) for (status, why), ids in statuses.items()),
+        )
+        for entry_id in events:
+            outcomes.setdefault(entry_id, None)
+
+    async def _compute_missing(
+        self, events: list[In], stored: dict[str, Rec]
+    ) -> tuple[dict[str, Exception], set[str]]:
+        """Compute and insert the records of `events` into `stored`: the errors by trade id,
+        and the trades whose record this batch wrote (not another consumer)."""
+        if not events:
+            return {}, set()
+        made = await asyncio.gather(*(self._compute_one(e) for e in events), return_exceptions=True)
+        failed: dict[str, Exception] = {}
+        new: list[Rec] = []
+        for event, result in zip(events, made, strict=True):
+            if isinstance(result, Exception):
+                failed[event.trade_id] = result
+            elif isinstance(result, BaseException):
+                raise result  # cancelled: the whole batch stays pending
+            else:
+                new.append(result)
+        written = await self._insert(new, stored) if new else set()
+        missing = [
+            e.trade_id for e in events if e.trade_id not in stored and e.trade_id not in failed
+        ]
+        for trade_id in missing:  # not inserted and not there: the insert lost it
+            failed[trade_id] = RuntimeError(f"{self.record.__name__} not stored for the trade")
+        return failed, written
+
+    async def _insert(self, new: list[Rec], stored: dict[str, Rec]) -> set[str]:
+        """One INSERT of `new`; a record another consumer stored first is read back and wins.
+        Returns the trades whose record went in."""
+        inserted = set(await insert_many(new, returning="trade_id"))
+        stored.update((r.trade_id, r) for r in new if r.trade_id in inserted)  # type: ignore[attr-defined]
+        theirs = {r.trade_id for r in new} - inserted  # type: ignore[attr-defined]
+        if theirs:
+            stored.update(await self._load(theirs))
+        return inserted
+
+    async def _compute_one(self, event: In) -> Rec:
+        with logger.contextualize(trade_id=event.trade_id, stage=self.name):
+            return await self.compute(event)
+
+    async def _load(self, trade_ids: set[str]) -> dict[str, Rec]:
+        rows = await self.record.filter(trade_id__in=padded(sorted(trade_ids)))
+        return {row.trade_id: row for row in rows}  # type: ignore[attr-defined]

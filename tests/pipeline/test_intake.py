@@ -1,0 +1,202 @@
+"""What the intake hands a batch stage, through a real Worker on real Redis: several entries
+per read (never more than free slots or `batch`), reclaimed entries as one batch, and
+entries that can never be handled kept from the handler."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+from redis.asyncio import Redis
+
+from pipeline.entries import Outcomes, Stage, StreamEntry
+from pipeline.worker import Worker
+from shared.constants import STREAM_DEAD_LETTER
+
+STREAM = "stream:test_intake"
+GROUP = "testers"
+FAST: dict[str, Any] = {"block_ms": 100, "claim_every_s": 0.05}
+
+
+def text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def fields(n: int) -> dict[str, str]:
+    return {"type": "test", "trade_id": f"trade-{n}", "n": str(n)}
+
+
+async def add(redis: Redis, count: int, start: int = 0) -> list[str]:
+    return [
+        text(await redis.xadd(STREAM, fields(n)))  # type: ignore[arg-type]
+        for n in range(start, start + count)
+    ]
+
+
+async def pending(redis: Redis) -> int:
+    return int((await redis.xpending(STREAM, GROUP))["pending"])
+
+
+async def wait_until(check: Callable[[], Any], timeout: float = 5.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        assert time.monotonic() < deadline, f"timed out waiting for {what or check}"
+        await asyncio.sleep(0.02)
+
+
+class Recorder:
+    """A batch handler that reports every entry done and remembers each call."""
+
+    def __init__(self, hold_s: float = 0.0) -> None:
+        self.calls: list[list[StreamEntry]] = []
+        self.hold_s = hold_s
+
+    async def __call__(self, entries: Sequence[StreamEntry], outcomes: Outcomes) -> None:
+        self.calls.append(list(entries))
+        await asyncio.sleep(self.hold_s)
+        for entry in entries:
+            outcomes[entry.entry_id] = None
+
+    @property
+    def sizes(self) -> list[int]:
+        return [len(call) for call in self.calls]
+
+    @property
+    def handled(self) -> list[str]:
+        return [entry.entry_id for call in self.calls for entry in call]
+
+
+def batch_worker(redis: Redis, handler: Recorder, **options: Any) -> Worker:
+    return Worker(redis, [Stage("batch", STREAM, GROUP, batch=handler)], **{**FAST, **options})
+
+
+@contextlib.asynccontextmanager
+async def running(worker: Worker) -> AsyncIterator[None]:
+    task = asyncio.create_task(worker.run())
+    try:
+        yield
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, 10)
+
+
+class TestReads:
+    async def test_one_read_hands_a_batch_stage_all_queued_entries_in_one_call(
+        self, redis: Redis
+    ) -> None:
+        handler = Recorder()
+        ids = await add(redis, 10)
+        worker = batch_worker(redis, handler, concurrency=32, batch=32)
+        async with running(worker):
+            await wait_until(lambda: worker.stats["done"] == 10, what="10 done")
+        assert handler.sizes == [10]
+        assert handler.handled == ids
+        first = handler.calls[0][0]
+        assert (first.stream, first.group, first.fields, first.deliveries) == (
+            STREAM,
+            GROUP,
+            fields(0),
+            1,
+        )
+        assert await pending(redis) == 0
+
+    async def test_a_read_takes_no_more_entries_than_free_slots(self, redis: Redis) -> None:
+        handler = Recorder(hold_s=0.05)
+        ids = await add(redis, 10)
+        worker = batch_worker(redis, handler, concurrency=4, batch=32)
+        async with running(worker):
+            await wait_until(lambda: worker.stats["done"] == 10, what="10 done")
+        assert handler.sizes[0] == 4
+        assert max(handler.sizes) <= 4
+        assert sorted(handler.handled) == sorted(ids)
+
+    async def test_a_read_takes_no_more_than_batch(self, redis: Redis) -> None:
+        handler = Recorder()
+        ids = await add(redis, 10)
+        worker = batch_worker(redis, handler, concurrency=32, batch=3)
+        async with running(worker):
+            await wait_until(lambda: worker.stats["done"] == 10, what="10 done")
+        assert handler.sizes[:3] == [3, 3, 3]
+        assert max(handler.sizes) == 3
+        assert sorted(handler.handled) == sorted(ids)
+
+    async def test_entries_arriving_while_idle_are_handled(self, redis: Redis) -> None:
+        handler = Recorder()
+        worker = batch_worker(redis, handler)
+        async with running(worker):
+            await asyncio.sleep(0.2)  # blocked on an empty stream
+            ids = await add(redis, 5)
+            await wait_until(lambda: worker.stats["done"] == 5, what="5 done")
+        assert sorted(handler.handled) == sorted(ids)
+        assert await pending(redis) == 0
+
+    async def test_an_undecodable_entry_never_reaches_the_batch(self, redis: Redis) -> None:
+        handler = Recorder()
+        await redis.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
+        good = await add(redis, 2)
+        bad = text(await redis.xadd(STREAM, {"trade_id": "t-bad", "n": b"\xff"}))
+        good += await add(redis, 2, start=3)
+        worker = batch_worker(redis, handler)
+        async with running(worker):
+            await wait_until(
+                lambda: worker.stats["done"] == 4 and worker.stats["dead_lettered"] == 1,
+                what="settled",
+            )
+        assert handler.sizes == [4]
+        assert handler.handled == good
+        rows: Any = await redis.xrange(STREAM_DEAD_LETTER)
+        ((_, letter),) = rows
+        assert text(letter[b"entry_id"]) == bad
+        assert text(letter[b"error"]) == "Drop: fields are not valid UTF-8: n"
+        assert await pending(redis) == 0
+
+
+class TestReclaim:
+    async def test_entries_of_a_dead_consumer_are_reclaimed_as_one_batch(
+        self, redis: Redis
+    ) -> None:
+        handler = Recorder()
+        await redis.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
+        ids = await add(redis, 4)
+        await redis.xreadgroup(GROUP, "dead-consumer", {STREAM: ">"})  # pending there
+        await redis.xdel(STREAM, ids[1])  # deleted while pending: nothing to hand over
+        worker = batch_worker(redis, handler, claim_idle_ms=100)
+        async with running(worker):
+            await wait_until(lambda: worker.stats["done"] == 3, what="3 done")
+            await asyncio.sleep(0.2)  # the deleted one is not handed over late
+        assert handler.sizes == [3]
+        assert handler.handled == [ids[0], ids[2], ids[3]]
+        assert {entry.deliveries for entry in handler.calls[0]} == {2}
+        assert worker.stats["reclaimed"] == 3
+        assert await pending(redis) == 0
+
+    async def test_entries_over_max_deliveries_are_dead_lettered_the_rest_handled(
+        self, redis: Redis
+    ) -> None:
+        handler = Recorder()
+        await redis.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
+        worn, fresh = await add(redis, 2)
+        await redis.xreadgroup(GROUP, "dead-consumer", {STREAM: ">"})
+        for _ in range(2):  # `worn` delivered three times in all
+            await redis.xclaim(STREAM, GROUP, "dead-consumer", 0, [worn])
+        worker = batch_worker(redis, handler, claim_idle_ms=100, max_deliveries=3)
+        async with running(worker):
+            await wait_until(
+                lambda: worker.stats["done"] == 1 and worker.stats["dead_lettered"] == 1,
+                what="settled",
+            )
+        assert handler.handled == [fresh]
+        rows: Any = await redis.xrange(STREAM_DEAD_LETTER)
+        ((_, letter),) = rows
+        assert text(letter[b"entry_id"]) == worn
+        assert text(letter[b"error"]) == "exceeded MAX_DELIVERIES"
+        assert text(letter[b"deliveries"]) == "4"
+        assert await pending(redis) == 0
