@@ -169,9 +169,11 @@ async def build_worker(
     try:
         async with contextlib.AsyncExitStack() as stack:
             built: list[Stage] = []
+            # A batch shares one handler timeout: each trade's outside calls get half of it.
+            compute_timeout_s = settings.worker_handler_timeout_s / 2
             jobs: list[Job] = []
             if "tweets" in stages:
-                tweets = TweetsStage(datura, publish)
+                tweets = TweetsStage(datura, publish, compute_timeout_s=compute_timeout_s)
                 built.append(
                     Stage("tweets", STREAM_DIVIDEND_REQUESTED, GROUP_TWEETS, batch=tweets.run)
                 )
@@ -185,7 +187,9 @@ async def build_worker(
                         ttl_s=int(settings.tweet_cache_ttl_s),
                         max_local=1024,
                     )
-                sentiment = SentimentStage(scorer, publish, cache=score_cache)
+                sentiment = SentimentStage(
+                    scorer, publish, cache=score_cache, compute_timeout_s=compute_timeout_s
+                )
                 built.append(
                     Stage("sentiment", STREAM_TWEETS_FETCHED, GROUP_SENTIMENT, batch=sentiment.run)
                 )

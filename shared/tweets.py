@@ -46,8 +46,14 @@ class Tweet(BaseModel):
     def _optional_text(cls, value: Any) -> str | None:
         if value is None or isinstance(value, bool):
             return None
-        text = str(value).strip()
+        text = _clean(str(value)).strip()
         return text or None
+
+    @field_validator("text", mode="before")
+    @classmethod
+    def _text(cls, value: Any) -> str:
+        # Stored rows written by hand or by another tool may hold a null: read as no text.
+        return "" if value is None else _clean(str(value))
 
     @field_validator("like_count", "retweet_count", "reply_count", mode="before")
     @classmethod
@@ -99,6 +105,12 @@ class Tweet(BaseModel):
     def from_dict(cls, data: Any) -> Tweet:
         """The inverse of `to_dict`, as lenient as the search parser."""
         return cls.model_validate(data)
+
+
+def _clean(text: str) -> str:
+    """Without NUL characters: PostgreSQL's jsonb refuses `\\u0000`, and one such tweet
+    would fail every record written beside it."""
+    return text.replace("\x00", "") if "\x00" in text else text
 
 
 def tweets_of(items: list[Any]) -> tuple[list[Tweet], int]:

@@ -52,8 +52,8 @@ async def requeue(redis: Redis, entry_id: str, *, maxlen: int) -> str:
         raise DeadLetterError(f"dead letter {entry_id} has no original entry to requeue")
     stream = letter["stream"]
     if stream not in REQUEUE_TARGETS:
-        # A letter's own fields are not signed (anything that can write to Redis can add one):
-        # never write to a key one names unless it is an event stream.
+        # A letter is signed, yet an old one (or one written by a holder of the key) may name
+        # any key: never write to one unless it is an event stream.
         raise DeadLetterError(
             f"dead letter {entry_id} names stream {printable(stream, limit=80)!r}, "
             f"not an event stream ({', '.join(sorted(REQUEUE_TARGETS))}): not requeued"

@@ -35,6 +35,7 @@ from pipeline.entries import Drop, Outcomes, StreamEntry
 from pipeline.stages.records import Publisher, ensure_trades, parse_event, set_statuses
 from shared.db.bulk import insert_many, padded
 from shared.events import Event
+from shared.outage import outage_reason
 
 In = TypeVar("In", bound=Event)
 Rec = TypeVar("Rec", bound=Model)
@@ -55,8 +56,11 @@ class BatchStage(ABC, Generic[In, Rec]):
     record: type[Rec]
     status: ClassVar[str]  # the trade's status once this stage stored its record
 
-    def __init__(self, publish: Publisher) -> None:
+    def __init__(self, publish: Publisher, *, compute_timeout_s: float | None = None) -> None:
         self._publish = publish
+        # Each compute's own deadline, inside the batch's handler timeout: one slow outside
+        # call fails its trade, not the batch.
+        self._compute_timeout_s = compute_timeout_s
 
     @abstractmethod
     async def compute(self, event: In) -> Rec:
@@ -121,7 +125,7 @@ class BatchStage(ABC, Generic[In, Rec]):
                 raise result  # cancelled: the whole batch stays pending
             else:
                 new.append(result)
-        written = await self._insert(new, stored) if new else set()
+        written = await self._insert(new, stored, failed) if new else set()
         missing = [
             e.trade_id for e in events if e.trade_id not in stored and e.trade_id not in failed
         ]
@@ -129,10 +133,28 @@ class BatchStage(ABC, Generic[In, Rec]):
             failed[trade_id] = RuntimeError(f"{self.record.__name__} not stored for the trade")
         return failed, written
 
-    async def _insert(self, new: list[Rec], stored: dict[str, Rec]) -> set[str]:
-        """One INSERT of `new`; a record another consumer stored first is read back and wins.
-        Returns the trades whose record went in."""
-        inserted = set(await insert_many(new, returning="trade_id"))
+    async def _insert(
+        self, new: list[Rec], stored: dict[str, Rec], failed: dict[str, Exception]
+    ) -> set[str]:
+        """One INSERT of `new` (in trade order, so concurrent batches lock rows alike); a
+        record another consumer stored first is read back and wins. A row the database
+        refuses fails its own trade (into `failed`), not the batch. Returns the trades whose
+        record went in."""
+        new = sorted(new, key=lambda r: r.trade_id)  # type: ignore[attr-defined]
+        try:
+            inserted = set(await insert_many(new, returning="trade_id"))
+        except Exception as exc:
+            if len(new) == 1 or outage_reason(exc) is not None:
+                raise
+            inserted = set()
+            for row in new:  # find the refused row: one statement each
+                try:
+                    inserted.update(await insert_many([row], returning="trade_id"))
+                except Exception as one:
+                    if outage_reason(one) is not None:
+                        raise
+                    failed[row.trade_id] = one  # type: ignore[attr-defined]
+            new = [r for r in new if r.trade_id not in failed]  # type: ignore[attr-defined]
         stored.update((r.trade_id, r) for r in new if r.trade_id in inserted)  # type: ignore[attr-defined]
         theirs = {r.trade_id for r in new} - inserted  # type: ignore[attr-defined]
         if theirs:
@@ -141,7 +163,10 @@ class BatchStage(ABC, Generic[In, Rec]):
 
     async def _compute_one(self, event: In) -> Rec:
         with logger.contextualize(trade_id=event.trade_id, stage=self.name):
-            return await self.compute(event)
+            if self._compute_timeout_s is None:
+                return await self.compute(event)
+            async with asyncio.timeout(self._compute_timeout_s):
+                return await self.compute(event)
 
     async def _load(self, trade_ids: set[str]) -> dict[str, Rec]:
         rows = await self.record.filter(trade_id__in=padded(sorted(trade_ids)))

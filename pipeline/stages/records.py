@@ -63,7 +63,7 @@ async def ensure_trades(events: Iterable[Event]) -> None:
         )
         for event in events
     }
-    await insert_many(list(trades.values()))
+    await insert_many(sorted(trades.values(), key=lambda t: t.trade_id))  # one lock order
 
 
 async def set_status(trade_id: str, status: str, reason: str | None = None) -> None:

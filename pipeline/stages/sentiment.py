@@ -24,9 +24,14 @@ class SentimentStage(BatchStage[TweetsFetched, SentimentScore]):
     status = "scored"
 
     def __init__(
-        self, scorer: SentimentScorer, publish: Publisher, *, cache: TwoLevelCache | None = None
+        self,
+        scorer: SentimentScorer,
+        publish: Publisher,
+        *,
+        cache: TwoLevelCache | None = None,
+        compute_timeout_s: float | None = None,
     ) -> None:
-        super().__init__(publish)
+        super().__init__(publish, compute_timeout_s=compute_timeout_s)
         self._scorer = scorer
         self._cache = cache
 

@@ -20,8 +20,10 @@ class TweetsStage(BatchStage[DividendRequested, TweetBatch]):
     record = TweetBatch
     status = "tweets_fetched"
 
-    def __init__(self, datura: DaturaClient, publish: Publisher) -> None:
-        super().__init__(publish)
+    def __init__(
+        self, datura: DaturaClient, publish: Publisher, *, compute_timeout_s: float | None = None
+    ) -> None:
+        super().__init__(publish, compute_timeout_s=compute_timeout_s)
         self._datura = datura
 
     def next(self, event: DividendRequested, record: TweetBatch) -> TweetsFetched | Ended:

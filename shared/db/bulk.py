@@ -38,7 +38,6 @@ async def insert_many(rows: Sequence[M], *, returning: str | None = None) -> lis
     if not rows:
         return []
     model = type(rows[0])
-    rows = padded(rows)
     meta = model._meta
     db = meta.db
     names = [
@@ -47,6 +46,8 @@ async def insert_many(rows: Sequence[M], *, returning: str | None = None) -> lis
         if not (name == meta.pk_attr and meta.fields_map[name].generated)
     ]
     fields = [meta.fields_map[name] for name in names]
+    if any(field.unique or field.pk for field in fields):
+        rows = padded(rows)  # a repeated row hits its own unique key: inserted once
     values: list[Any] = []
     for row in rows:
         values.extend(

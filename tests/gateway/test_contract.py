@@ -24,7 +24,7 @@ import re
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -98,6 +98,7 @@ class RequestCounter:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
         self.answers: collections.Counter[tuple[str, str, int]] = collections.Counter()
+        self.seconds: list[float] = []  # the gateway's own time per request
 
     @property
     def requests(self) -> int:
@@ -119,14 +120,17 @@ class RequestCounter:
                 self.answers[(scope["method"], scope["path"], message["status"])] += 1
             await send(message)
 
-        await self.app(scope, receive, counting_send)
+        began = time.monotonic()
+        try:
+            await self.app(scope, receive, counting_send)
+        finally:
+            self.seconds.append(time.monotonic() - began)
 
 
 @dataclass
 class Gateway:
     url: str
     counter: RequestCounter
-    started: float = field(default_factory=time.monotonic)
     fuzzed: bool = False  # the schemathesis test ran against this gateway
 
 
@@ -231,7 +235,8 @@ def test_every_operation_conforms_to_the_schema(case: schemathesis.Case, gateway
 def test_the_run_was_real_and_bounded(gateway: Gateway) -> None:
     """Runs after the schemathesis test (file order): it sent requests, reached the seeded
     trade and every 200 path, none answered 5xx (not even /readyz: Redis, PostgreSQL and the
-    chain are up), all within 60 s."""
+    chain are up), and the gateway answered each within a second (the run's wall time is
+    mostly schemathesis generating cases, which depends on the machine, not the gateway)."""
     if not gateway.fuzzed:
         pytest.skip("the schemathesis test was not selected")
     counter = gateway.counter
@@ -252,7 +257,9 @@ def test_the_run_was_real_and_bounded(gateway: Gateway) -> None:
         ("GET", "/healthz", 200),
     ]:
         assert (method, path, status) in answered, (method, path, status)
-    assert time.monotonic() - gateway.started < 60
+    slowest = sorted(counter.seconds)[-5:]
+    assert slowest[-1] < 1.0, slowest
+    assert sum(counter.seconds) < 30, sum(counter.seconds)
 
 
 # ------------------------------------------------------------------ the schema itself

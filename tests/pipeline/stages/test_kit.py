@@ -46,8 +46,13 @@ class FetchStage(BatchStage[DividendRequested, TweetBatch]):
         fail: Sequence[str] = (),
         refuse: Sequence[str] = (),
         before_return: Hook | None = None,
+        unstorable: Sequence[str] = (),
+        text: str = "subnet shipping",
+        compute_timeout_s: float | None = None,
     ) -> None:
-        super().__init__(publish)
+        super().__init__(publish, compute_timeout_s=compute_timeout_s)
+        self._unstorable = set(unstorable)
+        self._text = text
         self.computed: list[str] = []
         self._fail = set(fail)
         self._refuse = set(refuse)
@@ -59,10 +64,9 @@ class FetchStage(BatchStage[DividendRequested, TweetBatch]):
             raise ValueError(f"search failed for {event.trade_id}")
         if self._before_return is not None:
             await self._before_return(event)
-        tweet = Tweet(id=f"{event.netuid}-1", text="subnet shipping", like_count=4)
-        batch = TweetBatch(
-            trade_id=event.trade_id, source="datura", query=f"ours {event.netuid}", count=1
-        )
+        tweet = Tweet(id=f"{event.netuid}-1", text=self._text, like_count=4)
+        query = "q" * 300 if event.trade_id in self._unstorable else f"ours {event.netuid}"
+        batch = TweetBatch(trade_id=event.trade_id, source="datura", query=query, count=1)
         batch.tweets = [tweet]
         if event.trade_id in self._refuse:
             batch.error = "Datura refused the search (quota)"
@@ -250,6 +254,42 @@ class TestCompute:
             "t2": "tweets_fetched",
         }
         assert sorted(e.trade_id for e in await published(redis)) == ["t0", "t2"]
+
+    async def test_a_record_the_database_refuses_fails_only_its_entry(
+        self, publisher: Publisher, redis: Redis
+    ) -> None:
+        """The batch's one INSERT is refused (a query over the column's 256 characters); the
+        rows are then written one by one and only the refused one fails."""
+        stage = FetchStage(publisher, unstorable=["t1"])
+        outcomes = await run(stage, entries_of(requested("t0"), requested("t1"), requested("t2")))
+        assert (outcomes["1-0"], outcomes["3-0"]) == (None, None)
+        assert outcomes["2-0"] is not None
+        assert sorted(await TweetBatch.all().values_list("trade_id", flat=True)) == ["t0", "t2"]
+        assert (await statuses("t1"))["t1"] == "requested"
+        assert sorted(e.trade_id for e in await published(redis)) == ["t0", "t2"]
+
+    async def test_a_nul_character_in_a_tweet_does_not_fail_the_batch(
+        self, publisher: Publisher, redis: Redis
+    ) -> None:
+        """PostgreSQL's jsonb refuses \u0000: the tweet schema drops NUL characters."""
+        stage = FetchStage(publisher, text="gm\x00 subnet")
+        outcomes = await run(stage, entries_of(requested("t0"), requested("t1")))
+        assert outcomes == {"1-0": None, "2-0": None}
+        stored = await TweetBatch.get(trade_id="t0")
+        assert stored.tweets[0].text == "gm subnet"
+
+    async def test_a_slow_compute_fails_only_its_trade(
+        self, publisher: Publisher, redis: Redis
+    ) -> None:
+        async def stall(event: DividendRequested) -> None:
+            if event.trade_id == "t1":
+                await asyncio.sleep(5)
+
+        stage = FetchStage(publisher, before_return=stall, compute_timeout_s=0.2)
+        outcomes = await run(stage, entries_of(requested("t0"), requested("t1")))
+        assert outcomes["1-0"] is None
+        assert isinstance(outcomes["2-0"], TimeoutError)
+        assert [e.trade_id for e in await published(redis)] == ["t0"]
 
     async def test_a_record_that_ends_the_trade_publishes_nothing_and_says_why(
         self, publisher: Publisher, redis: Redis
