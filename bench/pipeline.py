@@ -2,8 +2,14 @@
 fakes of Datura and Chutes, and hop latency, beside a raw redis-py XADD/XREADGROUP relay
 measured in the same run.
 
-    .venv/bin/python -m bench.pipeline [--trades 3000]   (as a module: bench/pipeline.py
-    would shadow the pipeline package if run as a script)
+    .venv/bin/python -m bench.pipeline [--trades 3000] [--workers 2] [--batch 32]
+    (as a module: bench/pipeline.py would shadow the pipeline package if run as a script)
+
+The trades are written to `stream:dividend_requested` before the clock starts (writing them
+is the gateway's cost, not the stages'); `--workers` pipeline processes, each running both
+stages as `python -m pipeline run` does, then take them through; the rate is trades over
+the time until the last `sentiment_scored` entry is there. Hop latency is measured after,
+over trades sent 20 ms apart, from the events' `occurred_at` stamps (ms resolution).
 
 Uses Redis at BENCH_REDIS_URL (default DB 14, flushed) and PostgreSQL at
 BENCH_DATABASE_URL (default database taostake_bench, created and migrated).
@@ -118,7 +124,7 @@ def _serve_fakes(port_queue: Any) -> None:
     uvloop.run(serve())
 
 
-def _bench_settings(datura_url: str, chutes_url: str) -> Settings:
+def _bench_settings(datura_url: str, chutes_url: str, batch: int = 32) -> Settings:
     return Settings(  # type: ignore[call-arg]
         _env_file=None,
         redis_url=REDIS_URL,
@@ -130,17 +136,18 @@ def _bench_settings(datura_url: str, chutes_url: str) -> Settings:
         event_signing_key=SIGNING_KEY,
         log_level="WARNING",
         worker_concurrency=256,
+        worker_batch=batch,
         db_pool_size=20,
     )
 
 
-def _run_worker(urls: tuple[str, str], ready: Any, go: Any) -> None:
+def _run_worker(urls: tuple[str, str], batch: int, ready: Any, go: Any) -> None:
     """One pipeline process (as `python -m pipeline run --stages tweets,sentiment`): built,
     then held until `go`, so start-up is not timed; stopped by SIGTERM (drains)."""
     logger.remove()
 
     async def run() -> None:
-        settings = _bench_settings(*urls)
+        settings = _bench_settings(*urls, batch=batch)
         async with build_worker(
             settings,
             ("tweets", "sentiment"),
@@ -174,7 +181,7 @@ async def _wait_for(redis: Redis, n: int) -> None:
 
 
 async def product(
-    n: int, subnets: int, paced: int, workers: int
+    n: int, subnets: int, paced: int, workers: int, batch: int
 ) -> tuple[float, list[float], list[float]]:
     """Throughput of `workers` pipeline processes over a backlog of `n` trades (written before
     the clock starts: the gateway's cost is not the stages'), then hop latency over `paced`
@@ -191,7 +198,7 @@ async def product(
         redis = Redis.from_url(REDIS_URL)
         for _ in range(workers):
             ready = spawn.Event()
-            proc = spawn.Process(target=_run_worker, args=(urls, ready, go))
+            proc = spawn.Process(target=_run_worker, args=(urls, batch, ready, go))
             proc.start()
             procs.append(proc)
             await asyncio.to_thread(ready.wait, 60)
@@ -239,6 +246,7 @@ async def main() -> None:
     parser.add_argument("--subnets", type=int, default=64)
     parser.add_argument("--paced", type=int, default=200)
     parser.add_argument("--workers", type=int, default=2, help="pipeline processes")
+    parser.add_argument("--batch", type=int, default=32, help="WORKER_BATCH")
     args = parser.parse_args()
     logger.remove()
     set_signing_key(SIGNING_KEY)
@@ -249,9 +257,12 @@ async def main() -> None:
     raw_hops = await raw_paced(redis, args.paced)
     await redis.flushdb()
     await redis.aclose()
-    rate, hop1, hop2 = await product(args.trades, args.subnets, args.paced, args.workers)
+    rate, hop1, hop2 = await product(
+        args.trades, args.subnets, args.paced, args.workers, args.batch
+    )
     print(
         f"\nmachine: {os.cpu_count()} cores; {args.trades} trades over {args.subnets} subnets; "
+        f"{args.workers} pipeline processes, WORKER_BATCH={args.batch}; "
         "PostgreSQL + Redis on loopback; Datura/Chutes fakes answer instantly "
         "from another process\n"
     )

@@ -218,6 +218,7 @@ async def build_worker(
                 built,
                 consumer=consumer,
                 concurrency=settings.worker_concurrency,
+                batch=settings.worker_batch,
                 block_ms=block_ms,
                 claim_idle_ms=int(settings.worker_claim_idle_s * 1000),
                 claim_every_s=claim_every_s,

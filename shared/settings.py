@@ -128,6 +128,8 @@ class Settings(BaseSettings):
     watchlist: str = ""
     max_deliveries: PositiveInt = 5
     worker_concurrency: PositiveInt = 32
+    # Entries a batch stage (tweets, sentiment) reads and writes together, at most.
+    worker_batch: PositiveInt = 32
     worker_handler_timeout_s: PositiveFloat = 240.0
     # Entries of a consumer silent this long are reclaimed; a running handler keeps its
     # entries fresh, so this may be shorter than the handler timeout.

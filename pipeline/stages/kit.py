@@ -5,14 +5,14 @@ For a batch read by the worker (one XREADGROUP COUNT N) a `BatchStage` makes:
 
 1. one check per entry: signature and schema (`parse_event`); a bad entry is dropped to the
    dead letters alone, the rest go on;
-2. one INSERT … ON CONFLICT DO NOTHING of the trades and, beside it, one SELECT of the
-   stage's records already stored (a redelivered entry is answered from its record, never
-   computed twice);
+2. one SELECT of the stage's records already stored (a redelivered entry is answered from
+   its record, never computed twice);
 3. `compute` for each trade without a record, concurrently (outside calls go through their
    clients' caches and single-flight); an error ends that entry alone;
-4. one INSERT … ON CONFLICT DO NOTHING RETURNING of the new records: a record another
+4. one INSERT … ON CONFLICT DO NOTHING RETURNING of the new records, their trades inserted
+   in the same statement on PostgreSQL (one round trip, one commit): a record another
    consumer committed first is read back and wins, so what is published is always what is
-   stored;
+   stored; a trade whose compute failed is recorded on its own, so it shows while it waits;
 5. one pipelined XADD of the next events (`Event.next`: the identity travels by
    construction) and one UPDATE of the trades' status per status.
 
@@ -32,8 +32,14 @@ from loguru import logger
 from tortoise.models import Model
 
 from pipeline.entries import Drop, Outcomes, StreamEntry
-from pipeline.stages.records import Publisher, ensure_trades, parse_event, set_statuses
-from shared.db.bulk import insert_many, padded
+from pipeline.stages.records import (
+    Publisher,
+    ensure_trades,
+    parse_event,
+    set_statuses,
+    trade_rows,
+)
+from shared.db.bulk import insert_many, select_by
 from shared.events import Event
 from shared.outage import outage_reason
 
@@ -81,9 +87,7 @@ class BatchStage(ABC, Generic[In, Rec]):
                 outcomes[entry.entry_id] = exc
         if not events:
             return
-        _, stored = await asyncio.gather(
-            ensure_trades(events.values()), self._load({e.trade_id for e in events.values()})
-        )
+        stored = await self._load({e.trade_id for e in events.values()})
         first: dict[str, In] = {}  # a trade twice in one batch is computed once
         for event in events.values():
             if event.trade_id not in stored:
@@ -125,31 +129,41 @@ class BatchStage(ABC, Generic[In, Rec]):
                 raise result  # cancelled: the whole batch stays pending
             else:
                 new.append(result)
-        written = await self._insert(new, stored, failed) if new else set()
+        written = await self._insert(new, stored, failed, events) if new else set()
         missing = [
             e.trade_id for e in events if e.trade_id not in stored and e.trade_id not in failed
         ]
         for trade_id in missing:  # not inserted and not there: the insert lost it
             failed[trade_id] = RuntimeError(f"{self.record.__name__} not stored for the trade")
+        if failed:
+            # The trade shows (requested) while its stage waits or retries.
+            await ensure_trades(e for e in events if e.trade_id in failed)
         return failed, written
 
     async def _insert(
-        self, new: list[Rec], stored: dict[str, Rec], failed: dict[str, Exception]
+        self,
+        new: list[Rec],
+        stored: dict[str, Rec],
+        failed: dict[str, Exception],
+        events: list[In],
     ) -> set[str]:
         """One INSERT of `new` (in trade order, so concurrent batches lock rows alike); a
         record another consumer stored first is read back and wins. A row the database
         refuses fails its own trade (into `failed`), not the batch. Returns the trades whose
         record went in."""
         new = sorted(new, key=lambda r: r.trade_id)  # type: ignore[attr-defined]
+        by_trade = {e.trade_id: e for e in events}
         try:
-            inserted = set(await insert_many(new, returning="trade_id"))
+            trades = trade_rows(by_trade[r.trade_id] for r in new)  # type: ignore[attr-defined]
+            inserted = set(await insert_many(new, returning="trade_id", parents=trades))
         except Exception as exc:
             if len(new) == 1 or outage_reason(exc) is not None:
                 raise
             inserted = set()
             for row in new:  # find the refused row: one statement each
                 try:
-                    inserted.update(await insert_many([row], returning="trade_id"))
+                    trade = trade_rows([by_trade[row.trade_id]])  # type: ignore[attr-defined]
+                    inserted.update(await insert_many([row], returning="trade_id", parents=trade))
                 except Exception as one:
                     if outage_reason(one) is not None:
                         raise
@@ -169,5 +183,5 @@ class BatchStage(ABC, Generic[In, Rec]):
                 return await self.compute(event)
 
     async def _load(self, trade_ids: set[str]) -> dict[str, Rec]:
-        rows = await self.record.filter(trade_id__in=padded(sorted(trade_ids)))
+        rows = await select_by(self.record, "trade_id", trade_ids)
         return {row.trade_id: row for row in rows}  # type: ignore[attr-defined]

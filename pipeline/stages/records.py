@@ -11,7 +11,7 @@ from redis.asyncio import Redis
 
 from pipeline.worker import Drop, StreamEntry
 from shared.bus import publish
-from shared.db.bulk import insert_many, padded
+from shared.db.bulk import insert_many, update_by
 from shared.db.models import Trade
 from shared.events import Event, decode_fields
 from shared.ids import utcnow
@@ -44,7 +44,13 @@ async def ensure_trade(event: Event) -> None:
 
 
 async def ensure_trades(events: Iterable[Event]) -> None:
-    """Record the trades seen for the first time (one INSERT … ON CONFLICT DO NOTHING).
+    """Record the trades seen for the first time (one INSERT … ON CONFLICT DO NOTHING)."""
+    await insert_many(trade_rows(events))
+
+
+def trade_rows(events: Iterable[Event]) -> list[Trade]:
+    """The trade rows of `events`, one per trade, in trade order (one lock order for
+    concurrent inserts).
 
     A trade's age starts when it was requested (the signed event's time, never in the
     future), not when a stage first got to it: after an outage MAX_EVENT_AGE_S must still
@@ -63,7 +69,7 @@ async def ensure_trades(events: Iterable[Event]) -> None:
         )
         for event in events
     }
-    await insert_many(sorted(trades.values(), key=lambda t: t.trade_id))  # one lock order
+    return [trades[trade_id] for trade_id in sorted(trades)]
 
 
 async def set_status(trade_id: str, status: str, reason: str | None = None) -> None:
@@ -75,7 +81,7 @@ async def set_statuses(trade_ids: Sequence[str], status: str, reason: str | None
     values: dict[str, object] = {"status": status, "updated_at": utcnow()}
     if reason is not None:
         values["reason"] = reason
-    await Trade.filter(trade_id__in=padded(trade_ids)).update(**values)
+    await update_by(Trade, "trade_id", trade_ids, values)
 
 
 class Publisher:

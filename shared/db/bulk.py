@@ -10,7 +10,7 @@ encoders, SQLite's datetimes).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any, TypeVar
 
 from tortoise.models import Model
@@ -32,14 +32,10 @@ def padded(items: Sequence[T]) -> list[T]:
     return [*items, *[items[-1]] * (size - len(items))] if items else []
 
 
-async def insert_many(rows: Sequence[M], *, returning: str | None = None) -> list[Any]:
-    """INSERT `rows` (all of one model) in one statement; a row whose unique key is taken is
-    skipped. Returns the `returning` column of the rows that went in ([] without it)."""
-    if not rows:
-        return []
-    model = type(rows[0])
-    meta = model._meta
-    db = meta.db
+def _insert_sql(rows: Sequence[Model], first: int, postgres: bool) -> tuple[str, list[Any]]:
+    """`INSERT … VALUES … ON CONFLICT DO NOTHING` of `rows` (one model), its parameters
+    numbered from `first` + 1 on PostgreSQL."""
+    meta = type(rows[0])._meta
     names = [
         name
         for name in meta.fields_db_projection
@@ -54,11 +50,10 @@ async def insert_many(rows: Sequence[M], *, returning: str | None = None) -> lis
             field.to_db_value(getattr(row, name), row)
             for name, field in zip(names, fields, strict=True)
         )
-    postgres = db.capabilities.dialect == "postgres"
     width = len(names)
     groups = []
     for i in range(len(rows)):
-        marks = (f"${i * width + j + 1}" if postgres else "?" for j in range(width))
+        marks = (f"${first + i * width + j + 1}" if postgres else "?" for j in range(width))
         groups.append(f"({', '.join(marks)})")
     columns = ", ".join(f'"{meta.fields_db_projection[name]}"' for name in names)
     # Names come from the model's metadata, never from input; every value is a bound parameter.
@@ -66,9 +61,85 @@ async def insert_many(rows: Sequence[M], *, returning: str | None = None) -> lis
         f'INSERT INTO "{meta.db_table}" ({columns}) VALUES {", ".join(groups)} '  # noqa: S608
         "ON CONFLICT DO NOTHING"
     )
+    return sql, values
+
+
+async def insert_many(
+    rows: Sequence[M], *, returning: str | None = None, parents: Sequence[Model] = ()
+) -> list[Any]:
+    """INSERT `rows` (all of one model) in one statement; a row whose unique key is taken is
+    skipped. Returns the `returning` column of the rows that went in ([] without it).
+
+    `parents` (rows of another model the rows refer to, inserted the same way) go first: on
+    PostgreSQL in the same statement (`WITH parents AS (INSERT …) INSERT …`, one round trip
+    and one commit), on SQLite in a statement of their own just before."""
+    if not rows:
+        return []
+    meta = type(rows[0])._meta
+    db = meta.db
+    postgres = db.capabilities.dialect == "postgres"
+    head = ""
+    values: list[Any] = []
+    if parents and postgres:
+        parent_sql, values = _insert_sql(parents, 0, postgres)
+        head = f"WITH parents AS ({parent_sql}) "
+    elif parents:
+        await insert_many(parents)
+    sql, own = _insert_sql(rows, len(values), postgres)
+    values.extend(own)
     if returning is None:
-        await db.execute_query(sql, values)
+        await db.execute_query(head + sql, values)
         return []
     column = meta.fields_db_projection[returning]
-    inserted = await db.execute_query_dict(f'{sql} RETURNING "{column}"', values)
+    inserted = await db.execute_query_dict(f'{head}{sql} RETURNING "{column}"', values)
     return list(dict.fromkeys(row[column] for row in inserted))
+
+
+async def select_by(model: type[M], column: str, keys: Collection[str]) -> list[M]:
+    """The rows of `model` whose `column` is one of `keys`, in one SELECT whose text does not
+    depend on how many keys there are (`= ANY($1)` on PostgreSQL, a padded IN on SQLite)."""
+    if not keys:
+        return []
+    meta = model._meta
+    db = meta.db
+    name = meta.fields_db_projection[column]
+    table = meta.db_table
+    if db.capabilities.dialect == "postgres":
+        sql = f'SELECT * FROM "{table}" WHERE "{name}" = ANY($1::text[])'  # noqa: S608
+        params: list[Any] = [list(keys)]
+    else:
+        params = padded(sorted(keys))
+        marks = ", ".join("?" for _ in params)
+        sql = f'SELECT * FROM "{table}" WHERE "{name}" IN ({marks})'  # noqa: S608
+    rows = await db.execute_query_dict(sql, params)
+    return [model._init_from_db(**row) for row in rows]
+
+
+async def update_by(
+    model: type[Model], column: str, keys: Collection[str], values: dict[str, Any]
+) -> None:
+    """UPDATE `model` SET `values` for the rows whose `column` is one of `keys`, in one
+    statement of a stable text (see `select_by`); values go through each field's
+    `to_db_value`."""
+    if not keys:
+        return
+    meta = model._meta
+    db = meta.db
+    postgres = db.capabilities.dialect == "postgres"
+    sets = []
+    params: list[Any] = []
+    for field_name, value in values.items():
+        field = meta.fields_map[field_name]
+        params.append(field.to_db_value(value, model))
+        mark = f"${len(params)}" if postgres else "?"
+        sets.append(f'"{meta.fields_db_projection[field_name]}" = {mark}')
+    name = meta.fields_db_projection[column]
+    if postgres:
+        params.append(list(keys))
+        where = f'"{name}" = ANY(${len(params)}::text[])'
+    else:
+        keyed = padded(sorted(keys))
+        params.extend(keyed)
+        where = f'"{name}" IN ({", ".join("?" for _ in keyed)})'
+    sql = f'UPDATE "{meta.db_table}" SET {", ".join(sets)} WHERE {where}'  # noqa: S608
+    await db.execute_query(sql, params)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Any
 
 import orjson
@@ -11,6 +10,7 @@ from redis.asyncio import Redis
 
 from pipeline.heartbeat import Heartbeat
 from shared.constants import KEY_WORKER_HEALTH
+from shared.tasks import cancel_and_wait
 
 KEY = f"{KEY_WORKER_HEALTH}consumer-1"
 
@@ -56,9 +56,7 @@ async def test_the_loop_refreshes_every_third_of_the_ttl(redis: Redis) -> None:
     heartbeat = Heartbeat(redis, "consumer-1", ttl_s=1, snapshot=snapshots)
     task = asyncio.create_task(heartbeat.loop())
     await asyncio.sleep(0.5)  # beats at 0 and ~0.33 s
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    assert not await cancel_and_wait([task], timeout_s=5)  # as the worker stops it
     assert snapshots.calls == 2
     assert (await stored(redis))["beat"] == 2
     assert 0 < await redis.pttl(KEY) <= 1000

@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 
 from pipeline.entries import Drop, Outcomes, Stage, StreamEntry
 from pipeline.stages.kit import BatchStage, Ended
-from pipeline.stages.records import Publisher
+from pipeline.stages.records import Publisher, ensure_trades
 from pipeline.worker import Worker
 from shared import signing
 from shared.constants import (
@@ -207,6 +207,7 @@ class TestCompute:
         self, publisher: Publisher, redis: Redis
     ) -> None:
         async def other_consumer_commits(event: DividendRequested) -> None:
+            await ensure_trades([event])  # the other consumer stores the trade with its record
             await TweetBatch.create(
                 trade_id=event.trade_id, source="cache", query="theirs", count=7, tweets=[]
             )
@@ -229,6 +230,7 @@ class TestCompute:
         and must not set the trade back to this stage's status."""
 
         async def winner_commits_and_trade_moves_on(event: DividendRequested) -> None:
+            await ensure_trades([event])
             await TweetBatch.create(
                 trade_id=event.trade_id, source="cache", query="theirs", count=7, tweets=[]
             )
