@@ -183,7 +183,12 @@ async def test_unreachable_chain_at_start_starts_anyway_answers_503_then_recover
 ) -> None:
     port = free_port()
     settings = gateway_settings(
-        redis_url, clean_db, f"ws://127.0.0.1:{port}", chain_connect_timeout_s=1.0
+        # The start waits at most this for the chain; once the node is there a connect also
+        # decodes its metadata (~2 s of CPU here, the node sharing the loop), under this bound.
+        redis_url,
+        clean_db,
+        f"ws://127.0.0.1:{port}",
+        chain_connect_timeout_s=5.0,
     )
     started = time.monotonic()
     async with running_app(create_app(settings)) as client:
@@ -199,10 +204,10 @@ async def test_unreachable_chain_at_start_starts_anyway_answers_503_then_recover
                 response = await dividends(client, netuid=18, hotkey=DEMO_HOTKEY)
                 return response if response.status_code == 200 else None
 
-            recovered = await poll(answered, within_s=15)
+            recovered = await poll(answered, within_s=30)
             expected = node.dividend(18, DEMO_HOTKEY)
 
-    assert start_took < 3.0
+    assert start_took < 5.0 + 2.0  # the connect bound, not a hang
     assert healthz.status_code == 200
     assert unavailable.status_code == 503, unavailable.text
     assert unavailable.json()["error"]["code"] == "chain_unavailable"

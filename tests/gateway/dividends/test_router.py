@@ -264,7 +264,8 @@ class TestTrade:
     async def test_cooldown_is_shared_between_processes_and_expires(
         self, redis_url: str, clean_db: str, redis: Redis
     ) -> None:
-        settings = make_settings(redis_url, clean_db, trade_cooldown_s=1)
+        # Long enough that the second request always lands inside it on a loaded machine.
+        settings = make_settings(redis_url, clean_db, trade_cooldown_s=3)
         params = {"netuid": 3, "hotkey": ALICE, "trade": "true"}
         async with (
             running_app(create_app(settings, chain=FakeChain())) as one,
@@ -277,7 +278,7 @@ class TestTrade:
             assert again["trade_status"] == "cooldown"
             assert again["trade_id"] == first["trade_id"]
             assert "already enqueued" in again["trade_detail"]
-            await asyncio.sleep(1.1)
+            await asyncio.sleep(3.1)
             later = (await two.get(URL, params=params, headers=AUTH)).json()
         assert later["stake_tx_triggered"] is True and later["trade_id"] != first["trade_id"]
         assert await redis.xlen(STREAM_DIVIDEND_REQUESTED) == 2

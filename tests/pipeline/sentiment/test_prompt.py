@@ -83,7 +83,7 @@ def test_first_tweet_alone_over_budget_is_cut_not_dropped() -> None:
 
 
 def test_control_characters_and_empty_tweets_dropped() -> None:
-    tweets = [Tweet(id="1", text="a\x00b\x1b[31m\tc\n\nd"), Tweet(id="2", text=" \x00 ")]
+    tweets = [Tweet(id="1", text="a\x01b\x1b[31m\tc\n\nd"), Tweet(id="2", text=" \x01 ")]
     payload, count = tweets_payload(tweets)
     assert count == 1
     assert json.loads(payload) == [
