@@ -26,7 +26,7 @@ from abc import ABC, abstractmethod
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar, get_args, get_origin
 
 from loguru import logger
 from tortoise.models import Model
@@ -58,9 +58,15 @@ class BatchStage(ABC, Generic[In, Rec]):
     """A stage over a batch of `consumes` entries keeping one `record` per trade."""
 
     name: ClassVar[str]
-    consumes: type[In]
+    consumes: type[In]  # both from the class's parameters: BatchStage[Consumes, Record]
     record: type[Rec]
     status: ClassVar[str]  # the trade's status once this stage stored its record
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for base in getattr(cls, "__orig_bases__", ()):
+            if get_origin(base) is BatchStage:
+                cls.consumes, cls.record = get_args(base)
 
     def __init__(self, publish: Publisher, *, compute_timeout_s: float | None = None) -> None:
         self._publish = publish

@@ -19,8 +19,6 @@ from shared.ids import utcnow
 
 class SentimentStage(BatchStage[TweetsFetched, SentimentScore]):
     name = "sentiment"
-    consumes = TweetsFetched
-    record = SentimentScore
     status = "scored"
 
     def __init__(

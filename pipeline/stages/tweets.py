@@ -16,8 +16,6 @@ from shared.ids import utcnow
 
 class TweetsStage(BatchStage[DividendRequested, TweetBatch]):
     name = "tweets"
-    consumes = DividendRequested
-    record = TweetBatch
     status = "tweets_fetched"
 
     def __init__(
