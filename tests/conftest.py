@@ -15,6 +15,7 @@ import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -23,10 +24,12 @@ import pytest
 from fastapi import FastAPI
 from pydantic import SecretStr
 from redis.asyncio import Redis
+from tortoise import Tortoise
 from tortoise.backends.base.executor import EXECUTOR_CACHE
 
 from gateway.app import create_app
 from scripts.services import docker_ok, postgres_ok, redis_ok
+from shared.db.config import tortoise_config
 from shared.db.migrate import migrate_database
 from shared.settings import Settings
 from shared.signing import set_signing_key
@@ -102,6 +105,20 @@ async def clean_db(database_url: str) -> str:
     finally:
         await conn.close()
     return database_url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def either_db(
+    request: pytest.FixtureRequest, tmp_path: Path, clean_db: str
+) -> AsyncIterator[str]:
+    """Tortoise on a fresh SQLite file, then on the test PostgreSQL: the dialect's name."""
+    url = clean_db
+    if request.param == "sqlite":
+        url = f"sqlite://{tmp_path / 'either.sqlite3'}"
+        await migrate_database(Settings(_env_file=None), url)  # type: ignore[call-arg]
+    await Tortoise.init(config=tortoise_config(Settings(_env_file=None), url))  # type: ignore[call-arg]
+    yield request.param
+    await Tortoise.close_connections()
 
 
 @pytest.fixture

@@ -5,16 +5,21 @@ For a batch read by the worker (one XREADGROUP COUNT N) a `BatchStage` makes:
 
 1. one check per entry: signature and schema (`parse_event`); a bad entry is dropped to the
    dead letters alone, the rest go on;
-2. one SELECT of the stage's records already stored (a redelivered entry is answered from
-   its record, never computed twice);
+2. one SELECT of the stage's records already stored, for the entries that may have one: a
+   redelivered entry (its consumer may have stored the record before it died) or a replayed
+   one is answered from its record, never computed twice. The first delivery of a new
+   trade's entry skips it (the hop is one round trip shorter): its record can only exist if
+   the same event was published twice, and then step 4 finds it;
 3. `compute` for each trade without a record, concurrently (outside calls go through their
    clients' caches and single-flight); an error ends that entry alone;
 4. one INSERT … ON CONFLICT DO NOTHING RETURNING of the new records, their trades inserted
-   in the same statement on PostgreSQL (one round trip, one commit): a record another
-   consumer committed first is read back and wins, so what is published is always what is
-   stored; a trade whose compute failed is recorded on its own, so it shows while it waits;
+   and moved to their status in the same statement on PostgreSQL (one round trip, one
+   commit; `records.store_records`): a record already there (another consumer's, a
+   duplicate publish's) is read back and wins, so what is published is always what is
+   stored, and its trade is left where the winner's stages put it; a trade whose compute
+   failed is recorded on its own, so it shows while it waits;
 5. one pipelined XADD of the next events (`Event.next`: the identity travels by
-   construction) and one UPDATE of the trades' status per status.
+   construction), none for a record that ends its trade (`ends`).
 
 Only then does the worker ack the batch (one XACK).
 """
@@ -23,35 +28,20 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar, get_args, get_origin
 
 from loguru import logger
 from tortoise.models import Model
 
 from pipeline.entries import Drop, Outcomes, StreamEntry
-from pipeline.stages.records import (
-    Publisher,
-    ensure_trades,
-    parse_event,
-    set_statuses,
-    trade_rows,
-)
-from shared.db.bulk import insert_many, select_by
+from pipeline.stages.records import Move, Publisher, ensure_trades, parse_event, store_records
+from shared.db.bulk import select_by
 from shared.events import Event
 from shared.outage import outage_reason
 
 In = TypeVar("In", bound=Event)
 Rec = TypeVar("Rec", bound=Model)
-
-
-@dataclass(frozen=True, slots=True)
-class Ended:
-    """A record that ends its trade (nothing to publish), and why."""
-
-    reason: str
 
 
 class BatchStage(ABC, Generic[In, Rec]):
@@ -79,52 +69,55 @@ class BatchStage(ABC, Generic[In, Rec]):
         """The stage's record for a trade seen for the first time (not saved yet)."""
 
     @abstractmethod
-    def next(self, event: In, record: Rec) -> Event | Ended:
-        """The trade's next event (`event.next(...)`) from the stored `record`, or why the
-        trade ends here."""
+    def next(self, event: In, record: Rec) -> Event:
+        """The trade's next event (`event.next(...)`) from the stored `record`."""
+
+    def ends(self, record: Rec) -> str | None:
+        """Why the stored `record` ends its trade here (nothing is published), None when the
+        trade goes on."""
+        return None
+
+    def move(self, record: Rec) -> Move:
+        """The trade's status once `record` is stored: this stage's, or ended and why."""
+        why = self.ends(record)
+        return (self.status, None) if why is None else ("ended", why)
 
     async def run(self, entries: Sequence[StreamEntry], outcomes: Outcomes) -> None:
         """The worker's batch handler: an outcome for every entry, see the module docstring."""
         events: dict[str, In] = {}
+        look_up: set[str] = set()  # the trades that may have a stored record (step 2)
         for entry in entries:
             try:
-                events[entry.entry_id] = parse_event(self.consumes, entry)
+                event = events[entry.entry_id] = parse_event(self.consumes, entry)
             except Drop as exc:
                 outcomes[entry.entry_id] = exc
+                continue
+            if entry.deliveries > 1 or event.source == "replay":
+                look_up.add(event.trade_id)
         if not events:
             return
-        stored = await self._load({e.trade_id for e in events.values()})
+        stored = await self._load(look_up)
         first: dict[str, In] = {}  # a trade twice in one batch is computed once
         for event in events.values():
             if event.trade_id not in stored:
                 first.setdefault(event.trade_id, event)
-        failed, written = await self._compute_missing(list(first.values()), stored)
+        failed = await self._compute_missing(list(first.values()), stored)
         publish: list[Event] = []
-        statuses: dict[tuple[str, str | None], list[str]] = defaultdict(list)
         for entry_id, event in events.items():
             if event.trade_id in failed:
                 outcomes[entry_id] = failed[event.trade_id]
-                continue
-            step = self.next(event, stored[event.trade_id])
-            if isinstance(step, Event):
-                publish.append(step)
-            if event.trade_id in written:  # its record is this batch's: the trade moves on
-                status = ("ended", step.reason) if isinstance(step, Ended) else (self.status, None)
-                statuses[status].append(event.trade_id)
-        await asyncio.gather(
-            self._publish.many(publish),
-            *(set_statuses(ids, status, why) for (status, why), ids in statuses.items()),
-        )
+            elif self.ends(record := stored[event.trade_id]) is None:
+                publish.append(self.next(event, record))
+        await self._publish.many(publish)
         for entry_id in events:
             outcomes.setdefault(entry_id, None)
 
     async def _compute_missing(
         self, events: list[In], stored: dict[str, Rec]
-    ) -> tuple[dict[str, Exception], set[str]]:
-        """Compute and insert the records of `events` into `stored`: the errors by trade id,
-        and the trades whose record this batch wrote (not another consumer)."""
+    ) -> dict[str, Exception]:
+        """Compute and insert the records of `events` into `stored`; the errors by trade id."""
         if not events:
-            return {}, set()
+            return {}
         made = await asyncio.gather(*(self._compute_one(e) for e in events), return_exceptions=True)
         failed: dict[str, Exception] = {}
         new: list[Rec] = []
@@ -135,7 +128,8 @@ class BatchStage(ABC, Generic[In, Rec]):
                 raise result  # cancelled: the whole batch stays pending
             else:
                 new.append(result)
-        written = await self._insert(new, stored, failed, events) if new else set()
+        if new:
+            await self._insert(new, stored, failed, events)
         missing = [
             e.trade_id for e in events if e.trade_id not in stored and e.trade_id not in failed
         ]
@@ -144,7 +138,7 @@ class BatchStage(ABC, Generic[In, Rec]):
         if failed:
             # The trade shows (requested) while its stage waits or retries.
             await ensure_trades(e for e in events if e.trade_id in failed)
-        return failed, written
+        return failed
 
     async def _insert(
         self,
@@ -152,24 +146,24 @@ class BatchStage(ABC, Generic[In, Rec]):
         stored: dict[str, Rec],
         failed: dict[str, Exception],
         events: list[In],
-    ) -> set[str]:
-        """One INSERT of `new` (in trade order, so concurrent batches lock rows alike); a
-        record another consumer stored first is read back and wins. A row the database
-        refuses fails its own trade (into `failed`), not the batch. Returns the trades whose
-        record went in."""
+    ) -> None:
+        """One INSERT of `new` (in trade order, so concurrent batches lock rows alike), each
+        trade moved to its status in the same statement; a record another consumer stored
+        first is read back and wins. A row the database refuses fails its own trade (into
+        `failed`), not the batch."""
         new = sorted(new, key=lambda r: r.trade_id)  # type: ignore[attr-defined]
         by_trade = {e.trade_id: e for e in events}
+        moves = {r.trade_id: self.move(r) for r in new}  # type: ignore[attr-defined]
         try:
-            trades = trade_rows(by_trade[r.trade_id] for r in new)  # type: ignore[attr-defined]
-            inserted = set(await insert_many(new, returning="trade_id", parents=trades))
+            inserted = await store_records(new, (by_trade[t] for t in moves), moves)
         except Exception as exc:
             if len(new) == 1 or outage_reason(exc) is not None:
                 raise
             inserted = set()
             for row in new:  # find the refused row: one statement each
                 try:
-                    trade = trade_rows([by_trade[row.trade_id]])  # type: ignore[attr-defined]
-                    inserted.update(await insert_many([row], returning="trade_id", parents=trade))
+                    one_move = {row.trade_id: moves[row.trade_id]}  # type: ignore[attr-defined]
+                    inserted |= await store_records([row], [by_trade[row.trade_id]], one_move)  # type: ignore[attr-defined]
                 except Exception as one:
                     if outage_reason(one) is not None:
                         raise
@@ -179,7 +173,6 @@ class BatchStage(ABC, Generic[In, Rec]):
         theirs = {r.trade_id for r in new} - inserted  # type: ignore[attr-defined]
         if theirs:
             stored.update(await self._load(theirs))
-        return inserted
 
     async def _compute_one(self, event: In) -> Rec:
         with logger.contextualize(trade_id=event.trade_id, stage=self.name):

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TypeVar
 
 from pydantic import ValidationError
 from redis.asyncio import Redis
+from tortoise.models import Model
 
 from pipeline.worker import Drop, StreamEntry
 from shared.bus import publish
-from shared.db.bulk import insert_many, update_by
+from shared.db.bulk import insert_many, insert_sql, update_by
 from shared.db.models import Trade
 from shared.events import Event, decode_fields
 from shared.ids import utcnow
@@ -48,16 +49,22 @@ async def ensure_trades(events: Iterable[Event]) -> None:
     await insert_many(trade_rows(events))
 
 
-def trade_rows(events: Iterable[Event]) -> list[Trade]:
+# A trade's status and its reason (None: the reason it has stays).
+Move = tuple[str, str | None]
+
+
+def trade_rows(events: Iterable[Event], moves: Mapping[str, Move] | None = None) -> list[Trade]:
     """The trade rows of `events`, one per trade, in trade order (one lock order for
-    concurrent inserts).
+    concurrent inserts); with `moves`, a trade is born with its status there.
 
     A trade's age starts when it was requested (the signed event's time, never in the
     future), not when a stage first got to it: after an outage MAX_EVENT_AGE_S must still
     see how long the request waited."""
     now = utcnow()
-    trades = {
-        event.trade_id: Trade(
+    moves = moves or {}
+    trades: dict[str, Trade] = {}
+    for event in events:
+        row = trades[event.trade_id] = Trade(
             trade_id=event.trade_id,
             netuid=event.netuid,
             hotkey=event.hotkey,
@@ -67,9 +74,69 @@ def trade_rows(events: Iterable[Event]) -> list[Trade]:
             replay_of=getattr(event, "replay_of", None),
             created_at=min(event.occurred_at, now),
         )
-        for event in events
-    }
+        row.status, reason = moves.get(event.trade_id, (row.status, None))
+        if reason is not None:
+            row.reason = reason
     return [trades[trade_id] for trade_id in sorted(trades)]
+
+
+async def store_records(
+    records: Sequence[Model], events: Iterable[Event], moves: Mapping[str, Move]
+) -> set[str]:
+    """INSERT a stage's `records` (one per trade, ON CONFLICT DO NOTHING) with the trades of
+    `events`, and move every trade whose record went in to its status in `moves`: the record
+    and its trade's status are committed together. Returns the trades whose record went in.
+
+    On PostgreSQL this is one statement (one round trip, one commit): a trade born in it
+    carries its status from the start, one already there is updated in it. A record another
+    consumer stored first is not inserted and its trade is not moved (the winner's stage
+    moved it, and later stages may have moved it on since)."""
+    if not records:
+        return set()
+    trades = trade_rows(events, moves)
+    meta = type(records[0])._meta
+    db = meta.db
+    key = meta.fields_db_projection["trade_id"]
+    if db.capabilities.dialect != "postgres":
+        born = set(await insert_many(trades, returning="trade_id"))
+        inserted = set(await insert_many(records, returning="trade_id"))
+        await _move(inserted - born, moves)
+        return inserted
+    parents, values = insert_sql(trades, 0, True)
+    own, more = insert_sql(records, len(values), True)
+    values.extend(more)
+    ids = sorted(moves)
+    values += [utcnow(), ids, [moves[i][0] for i in ids], [moves[i][1] for i in ids]]
+    at, id_list, statuses, reasons = (f"${len(values) - n}" for n in (3, 2, 1, 0))
+    # Every name comes from the models' metadata, every value is a bound parameter. The
+    # UPDATE sees the rows as they were before the statement: a trade born in it is not
+    # there (it already has its status), one already there is.
+    table = Trade._meta.db_table
+    sql = (
+        f"WITH born AS ({parents} RETURNING trade_id), "  # noqa: S608
+        f'mine AS ({own} RETURNING "{key}" AS trade_id), '
+        f'moved AS (UPDATE "{table}" AS t SET status = m.status, '
+        f"reason = COALESCE(m.reason, t.reason), updated_at = {at} "
+        f"FROM unnest({id_list}::text[], {statuses}::text[], {reasons}::text[]) "
+        "AS m(trade_id, status, reason) "
+        "WHERE t.trade_id = m.trade_id AND m.trade_id IN (SELECT trade_id FROM mine) "
+        "RETURNING t.trade_id) "
+        "SELECT trade_id, trade_id IN (SELECT trade_id FROM born) "
+        "OR trade_id IN (SELECT trade_id FROM moved) AS moved FROM mine"
+    )
+    rows = await db.execute_query_dict(sql, values)
+    # A trade another consumer stored between this statement's snapshot and its insert is
+    # neither born here nor seen by the UPDATE: moved on its own.
+    await _move({r["trade_id"] for r in rows if not r["moved"]}, moves)
+    return {r["trade_id"] for r in rows}
+
+
+async def _move(trade_ids: Iterable[str], moves: Mapping[str, Move]) -> None:
+    by_move: dict[Move, list[str]] = {}
+    for trade_id in trade_ids:
+        by_move.setdefault(moves[trade_id], []).append(trade_id)
+    for (status, reason), ids in by_move.items():
+        await set_statuses(ids, status, reason)
 
 
 async def set_status(trade_id: str, status: str, reason: str | None = None) -> None:

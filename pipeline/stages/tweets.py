@@ -7,7 +7,7 @@ from loguru import logger
 from pipeline.clients.datura import DaturaClient
 from pipeline.clients.http import AuthError, ExternalAPIError, QuotaError
 from pipeline.entries import Unavailable
-from pipeline.stages.kit import BatchStage, Ended
+from pipeline.stages.kit import BatchStage
 from pipeline.stages.records import Publisher
 from shared.db.models import TweetBatch
 from shared.events import DividendRequested, TweetsFetched
@@ -24,9 +24,10 @@ class TweetsStage(BatchStage[DividendRequested, TweetBatch]):
         super().__init__(publish, compute_timeout_s=compute_timeout_s)
         self._datura = datura
 
-    def next(self, event: DividendRequested, record: TweetBatch) -> TweetsFetched | Ended:
-        if record.error is not None:
-            return Ended(record.error)  # a refused search; the reason is recorded once
+    def ends(self, record: TweetBatch) -> str | None:
+        return record.error  # a refused search; the reason is recorded once
+
+    def next(self, event: DividendRequested, record: TweetBatch) -> TweetsFetched:
         found = {"count": record.count, "tweet_source": record.source, "tweets": record.tweets}
         reason = None if record.count else "no tweets found"
         return event.next(TweetsFetched, query=record.query, reason=reason, **found)

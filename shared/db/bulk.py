@@ -32,7 +32,7 @@ def padded(items: Sequence[T]) -> list[T]:
     return [*items, *[items[-1]] * (size - len(items))] if items else []
 
 
-def _insert_sql(rows: Sequence[Model], first: int, postgres: bool) -> tuple[str, list[Any]]:
+def insert_sql(rows: Sequence[Model], first: int, postgres: bool) -> tuple[str, list[Any]]:
     """`INSERT … VALUES … ON CONFLICT DO NOTHING` of `rows` (one model), its parameters
     numbered from `first` + 1 on PostgreSQL."""
     meta = type(rows[0])._meta
@@ -64,34 +64,19 @@ def _insert_sql(rows: Sequence[Model], first: int, postgres: bool) -> tuple[str,
     return sql, values
 
 
-async def insert_many(
-    rows: Sequence[M], *, returning: str | None = None, parents: Sequence[Model] = ()
-) -> list[Any]:
+async def insert_many(rows: Sequence[M], *, returning: str | None = None) -> list[Any]:
     """INSERT `rows` (all of one model) in one statement; a row whose unique key is taken is
-    skipped. Returns the `returning` column of the rows that went in ([] without it).
-
-    `parents` (rows of another model the rows refer to, inserted the same way) go first: on
-    PostgreSQL in the same statement (`WITH parents AS (INSERT …) INSERT …`, one round trip
-    and one commit), on SQLite in a statement of their own just before."""
+    skipped. Returns the `returning` column of the rows that went in ([] without it)."""
     if not rows:
         return []
     meta = type(rows[0])._meta
     db = meta.db
-    postgres = db.capabilities.dialect == "postgres"
-    head = ""
-    values: list[Any] = []
-    if parents and postgres:
-        parent_sql, values = _insert_sql(parents, 0, postgres)
-        head = f"WITH parents AS ({parent_sql}) "
-    elif parents:
-        await insert_many(parents)
-    sql, own = _insert_sql(rows, len(values), postgres)
-    values.extend(own)
+    sql, values = insert_sql(rows, 0, db.capabilities.dialect == "postgres")
     if returning is None:
-        await db.execute_query(head + sql, values)
+        await db.execute_query(sql, values)
         return []
     column = meta.fields_db_projection[returning]
-    inserted = await db.execute_query_dict(f'{head}{sql} RETURNING "{column}"', values)
+    inserted = await db.execute_query_dict(f'{sql} RETURNING "{column}"', values)
     return list(dict.fromkeys(row[column] for row in inserted))
 
 

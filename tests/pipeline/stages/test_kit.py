@@ -12,7 +12,7 @@ import pytest
 from redis.asyncio import Redis
 
 from pipeline.entries import Drop, Outcomes, Stage, StreamEntry
-from pipeline.stages.kit import BatchStage, Ended
+from pipeline.stages.kit import BatchStage
 from pipeline.stages.records import Publisher, ensure_trades
 from pipeline.worker import Worker
 from shared import signing
@@ -72,9 +72,10 @@ class FetchStage(BatchStage[DividendRequested, TweetBatch]):
             batch.error = "Datura refused the search (quota)"
         return batch
 
-    def next(self, event: DividendRequested, record: TweetBatch) -> TweetsFetched | Ended:
-        if record.error is not None:
-            return Ended(record.error)
+    def ends(self, record: TweetBatch) -> str | None:
+        return record.error
+
+    def next(self, event: DividendRequested, record: TweetBatch) -> TweetsFetched:
         return event.next(
             TweetsFetched,
             count=record.count,
@@ -90,9 +91,11 @@ def requested(
     return DividendRequested(trade_id=trade_id, netuid=netuid, hotkey=hotkey, source=source)
 
 
-def entries_of(*events: DividendRequested) -> list[StreamEntry]:
+def entries_of(*events: DividendRequested, deliveries: int = 1) -> list[StreamEntry]:
     return [
-        StreamEntry(STREAM_DIVIDEND_REQUESTED, GROUP_TWEETS, f"{n + 1}-0", event.to_fields(), 1)
+        StreamEntry(
+            STREAM_DIVIDEND_REQUESTED, GROUP_TWEETS, f"{n + 1}-0", event.to_fields(), deliveries
+        )
         for n, event in enumerate(events)
     ]
 
@@ -177,10 +180,23 @@ class TestCompute:
         assert {e.trade_id for e in events} == {"t0", "t1"}
         assert {e.query for e in events if e.trade_id == "t0"} == {"ours 3"}
 
-    async def test_a_redelivered_entry_is_answered_from_its_stored_record(
-        self, publisher: Publisher, redis: Redis
+    @pytest.mark.parametrize(
+        ("source", "deliveries", "computed"),
+        [
+            ("api", 2, []),  # redelivered: its consumer may have stored the record
+            ("replay", 1, []),  # replayed: published again on purpose, answered from the record
+            ("api", 1, ["t0"]),  # the same event published twice: computed, the stored wins
+        ],
+    )
+    async def test_an_entry_with_a_stored_record_is_answered_from_it(
+        self,
+        publisher: Publisher,
+        redis: Redis,
+        source: Source,
+        deliveries: int,
+        computed: list[str],
     ) -> None:
-        event = requested("t0", netuid=5)
+        event = requested("t0", netuid=5, source=source)
         trade = await Trade.create(
             trade_id="t0", netuid=5, hotkey=ALICE, source="api", status="scored"
         )
@@ -192,9 +208,10 @@ class TestCompute:
             tweets=[Tweet(id="9", text="stored", retweet_count=6), Tweet(text="other")],
         )
         stage = FetchStage(publisher)
-        outcomes = await run(stage, entries_of(event))
+        outcomes = await run(stage, entries_of(event, deliveries=deliveries))
         assert outcomes == {"1-0": None}
-        assert stage.computed == []
+        assert stage.computed == computed
+        assert await TweetBatch.filter(trade_id="t0").count() == 1
         (sent,) = await published(redis)
         assert (sent.count, sent.tweet_source, sent.query) == (2, "cache", "stored query")
         assert [(t.id, t.text, t.retweet_count) for t in sent.tweets] == [
