@@ -121,6 +121,10 @@ class Intake:
                     started = self._hand_over(stage, entries, "read")
                     idle = not pairs
                     backoff.reset()
+                    if started:
+                        # The handler's first step (up to its first round trip) runs before
+                        # this reader's next read: the entry's hop does not wait behind it.
+                        await asyncio.sleep(0)
                 except ResponseError as exc:
                     missing = _group_missing(exc)
                     if missing and group_ready:
