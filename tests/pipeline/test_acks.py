@@ -4,27 +4,19 @@ Redis: one XACK for the done ones, dead letters for the dropped, pending for the
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
 
-from pipeline.entries import Drop, Outcomes, Retry, Stage, StreamEntry, Unavailable
-from pipeline.worker import Worker
+from pipeline.entries import Drop, Outcomes, Retry, StreamEntry, Unavailable
 from shared import signing
 from shared.constants import STREAM_DEAD_LETTER
 from shared.events import DeadLetter
+from tests.pipeline.batching import GROUP, batch_worker, running, text, wait_until
 
 STREAM = "stream:test_acks"
-GROUP = "testers"
-FAST: dict[str, Any] = {"block_ms": 100, "claim_every_s": 0.05}
 BatchFn = Callable[[Sequence[StreamEntry], Outcomes], Any]
-
-
-def text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def fields(n: int) -> dict[str, str]:
@@ -49,32 +41,6 @@ async def dead_letters(redis: Redis) -> list[tuple[DeadLetter, dict[str, str]]]:
     return out
 
 
-async def wait_until(check: Callable[[], Any], timeout: float = 5.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        assert time.monotonic() < deadline, f"timed out waiting for {what or check}"
-        await asyncio.sleep(0.02)
-
-
-def batch_worker(redis: Redis, batch: BatchFn, **options: Any) -> Worker:
-    return Worker(redis, [Stage("batch", STREAM, GROUP, batch=batch)], **{**FAST, **options})
-
-
-@contextlib.asynccontextmanager
-async def running(worker: Worker) -> AsyncIterator[None]:
-    task = asyncio.create_task(worker.run())
-    try:
-        yield
-    finally:
-        worker.stop()
-        await asyncio.wait_for(task, 10)
-
-
 class TestOutcomes:
     async def test_each_entry_of_a_batch_is_settled_by_its_own_outcome(self, redis: Redis) -> None:
         calls: list[list[str]] = []
@@ -90,7 +56,7 @@ class TestOutcomes:
                 }.get(n)
 
         ids = await add(redis, 6)
-        worker = batch_worker(redis, batch, claim_idle_ms=10_000)
+        worker = batch_worker(redis, STREAM, batch, claim_idle_ms=10_000)
         async with running(worker):
             await wait_until(
                 lambda: worker.stats["done"] == 3 and worker.stats["dead_lettered"] == 1,
@@ -115,7 +81,7 @@ class TestOutcomes:
             raise ValueError("bad batch")
 
         ids = await add(redis, 5)
-        worker = batch_worker(redis, batch, claim_idle_ms=10_000)
+        worker = batch_worker(redis, STREAM, batch, claim_idle_ms=10_000)
         async with running(worker):
             await wait_until(lambda: worker.stats["failed"] == 3, what="3 failed")
         assert await pending_ids(redis) == set(ids[2:])
@@ -127,7 +93,7 @@ class TestOutcomes:
             raise Retry("rate limited")
 
         ids = await add(redis, 4)
-        worker = batch_worker(redis, batch, claim_idle_ms=10_000)
+        worker = batch_worker(redis, STREAM, batch, claim_idle_ms=10_000)
         async with running(worker):
             await wait_until(lambda: worker.stats["retried"] == 3, what="3 retried")
         assert await pending_ids(redis) == set(ids[1:])
@@ -144,7 +110,7 @@ class TestOutcomes:
 
         ids = await add(redis, 3)
         # Redelivered, it is over max_deliveries: its dead letter shows the error it failed with.
-        worker = batch_worker(redis, batch, claim_idle_ms=200, max_deliveries=1)
+        worker = batch_worker(redis, STREAM, batch, claim_idle_ms=200, max_deliveries=1)
         async with running(worker):
             await wait_until(
                 lambda: worker.stats["failed"] == 1 and worker.stats["done"] == 2, what="settled"
@@ -173,7 +139,7 @@ class TestOutcomes:
 
         ids = await add(redis, 5)
         worker = batch_worker(
-            redis, batch, handler_timeout_s=0.2, claim_idle_ms=600, max_deliveries=1
+            redis, STREAM, batch, handler_timeout_s=0.2, claim_idle_ms=600, max_deliveries=1
         )
         async with running(worker):
             await wait_until(
@@ -206,7 +172,7 @@ class TestOutages:
 
         await add(redis, 4)
         worker = batch_worker(
-            redis, batch, claim_idle_ms=200, max_deliveries=1, outage_backoff_s=(0.01, 0.02)
+            redis, STREAM, batch, claim_idle_ms=200, max_deliveries=1, outage_backoff_s=(0.01, 0.02)
         )
         async with running(worker):
             await wait_until(lambda: worker.stats["done"] == 4, what="4 done")
@@ -228,7 +194,9 @@ class TestOutages:
                 outcomes[entry.entry_id] = Unavailable("chain unreachable") if down else None
 
         ids = await add(redis, 4)
-        worker = batch_worker(redis, batch, claim_idle_ms=10_000, outage_backoff_s=(0.02, 0.05))
+        worker = batch_worker(
+            redis, STREAM, batch, claim_idle_ms=10_000, outage_backoff_s=(0.02, 0.05)
+        )
         async with running(worker):
             await wait_until(lambda: worker.stats["outage_waits"] >= 1, what="outage")
             try:

@@ -5,24 +5,16 @@ entries that can never be handled kept from the handler."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from redis.asyncio import Redis
 
-from pipeline.entries import Outcomes, Stage, StreamEntry
-from pipeline.worker import Worker
+from pipeline.entries import Outcomes, StreamEntry
 from shared.constants import STREAM_DEAD_LETTER
+from tests.pipeline.batching import GROUP, batch_worker, running, text, wait_until
 
 STREAM = "stream:test_intake"
-GROUP = "testers"
-FAST: dict[str, Any] = {"block_ms": 100, "claim_every_s": 0.05}
-
-
-def text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def fields(n: int) -> dict[str, str]:
@@ -38,18 +30,6 @@ async def add(redis: Redis, count: int, start: int = 0) -> list[str]:
 
 async def pending(redis: Redis) -> int:
     return int((await redis.xpending(STREAM, GROUP))["pending"])
-
-
-async def wait_until(check: Callable[[], Any], timeout: float = 5.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        assert time.monotonic() < deadline, f"timed out waiting for {what or check}"
-        await asyncio.sleep(0.02)
 
 
 class Recorder:
@@ -74,27 +54,13 @@ class Recorder:
         return [entry.entry_id for call in self.calls for entry in call]
 
 
-def batch_worker(redis: Redis, handler: Recorder, **options: Any) -> Worker:
-    return Worker(redis, [Stage("batch", STREAM, GROUP, batch=handler)], **{**FAST, **options})
-
-
-@contextlib.asynccontextmanager
-async def running(worker: Worker) -> AsyncIterator[None]:
-    task = asyncio.create_task(worker.run())
-    try:
-        yield
-    finally:
-        worker.stop()
-        await asyncio.wait_for(task, 10)
-
-
 class TestReads:
     async def test_one_read_hands_a_batch_stage_all_queued_entries_in_one_call(
         self, redis: Redis
     ) -> None:
         handler = Recorder()
         ids = await add(redis, 10)
-        worker = batch_worker(redis, handler, concurrency=32, batch=32)
+        worker = batch_worker(redis, STREAM, handler, concurrency=32, batch=32)
         async with running(worker):
             await wait_until(lambda: worker.stats["done"] == 10, what="10 done")
         assert handler.sizes == [10]
@@ -111,7 +77,7 @@ class TestReads:
     async def test_a_read_takes_no_more_entries_than_free_slots(self, redis: Redis) -> None:
         handler = Recorder(hold_s=0.05)
         ids = await add(redis, 10)
-        worker = batch_worker(redis, handler, concurrency=4, batch=32)
+        worker = batch_worker(redis, STREAM, handler, concurrency=4, batch=32)
         async with running(worker):
             await wait_until(lambda: worker.stats["done"] == 10, what="10 done")
         assert handler.sizes[0] == 4
@@ -121,7 +87,7 @@ class TestReads:
     async def test_a_read_takes_no_more_than_batch(self, redis: Redis) -> None:
         handler = Recorder()
         ids = await add(redis, 10)
-        worker = batch_worker(redis, handler, concurrency=32, batch=3)
+        worker = batch_worker(redis, STREAM, handler, concurrency=32, batch=3)
         async with running(worker):
             await wait_until(lambda: worker.stats["done"] == 10, what="10 done")
         assert handler.sizes[:3] == [3, 3, 3]
@@ -130,7 +96,7 @@ class TestReads:
 
     async def test_entries_arriving_while_idle_are_handled(self, redis: Redis) -> None:
         handler = Recorder()
-        worker = batch_worker(redis, handler)
+        worker = batch_worker(redis, STREAM, handler)
         async with running(worker):
             await asyncio.sleep(0.2)  # blocked on an empty stream
             ids = await add(redis, 5)
@@ -144,7 +110,7 @@ class TestReads:
         good = await add(redis, 2)
         bad = text(await redis.xadd(STREAM, {"trade_id": "t-bad", "n": b"\xff"}))
         good += await add(redis, 2, start=3)
-        worker = batch_worker(redis, handler)
+        worker = batch_worker(redis, STREAM, handler)
         async with running(worker):
             await wait_until(
                 lambda: worker.stats["done"] == 4 and worker.stats["dead_lettered"] == 1,
@@ -168,7 +134,7 @@ class TestReclaim:
         ids = await add(redis, 4)
         await redis.xreadgroup(GROUP, "dead-consumer", {STREAM: ">"})  # pending there
         await redis.xdel(STREAM, ids[1])  # deleted while pending: nothing to hand over
-        worker = batch_worker(redis, handler, claim_idle_ms=100)
+        worker = batch_worker(redis, STREAM, handler, claim_idle_ms=100)
         async with running(worker):
             await wait_until(lambda: worker.stats["done"] == 3, what="3 done")
             await asyncio.sleep(0.2)  # the deleted one is not handed over late
@@ -187,7 +153,7 @@ class TestReclaim:
         await redis.xreadgroup(GROUP, "dead-consumer", {STREAM: ">"})
         for _ in range(2):  # `worn` delivered three times in all
             await redis.xclaim(STREAM, GROUP, "dead-consumer", 0, [worn])
-        worker = batch_worker(redis, handler, claim_idle_ms=100, max_deliveries=3)
+        worker = batch_worker(redis, STREAM, handler, claim_idle_ms=100, max_deliveries=3)
         async with running(worker):
             await wait_until(
                 lambda: worker.stats["done"] == 1 and worker.stats["dead_lettered"] == 1,
