@@ -99,13 +99,6 @@ class Authenticator:
             raise Unauthorized("invalid or revoked token")
         return Caller(name, scopes)
 
-    def known(self, authorization: str | None) -> Caller | None:
-        """The caller if its token is already known valid in this process, without any I/O."""
-        scheme, _, token = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not token or " " in token:
-            return None
-        return self._known(hash_token(token))
-
     def _known(self, token_hash: str) -> Caller | None:
         if matches(token_hash, self._static_hashes):
             return self._static[token_hash]

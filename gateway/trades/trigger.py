@@ -27,7 +27,7 @@ class TradeService:
         self._cooling: dict[tuple[int, str], tuple[float, str]] = {}
         self._flight: SingleFlight[TriggerResult] = SingleFlight()
 
-    def peek(self, netuid: int, hotkey: str) -> TriggerResult | None:
+    def _cooling_trade(self, netuid: int, hotkey: str) -> TriggerResult | None:
         """The pair's trade still inside its cooldown, as known to this process (no I/O)."""
         known = self._cooling.get((netuid, hotkey))
         now = time.monotonic()
@@ -46,7 +46,7 @@ class TradeService:
     ) -> TriggerResult:
         """Enqueue a trade for the pair unless it is inside the cooldown (known here or in
         Redis); the answer names the enqueued trade or the one still cooling down."""
-        known = self.peek(netuid, hotkey)
+        known = self._cooling_trade(netuid, hotkey)
         if known is not None:
             TRADES.labels("cooldown").inc()
             return known
