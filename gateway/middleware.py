@@ -17,9 +17,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gateway.errors import error_response, status_for
 from gateway.limits import RequestRefused, capped_receive, check_head
 from gateway.metrics import HTTP_LATENCY, HTTP_REQUESTS, OVERSIZED_REQUESTS
-from shared.logging import printable
+from shared.logging import access_line, printable
 
-_access = logger.bind(_plain=True)
 _children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
 
@@ -94,14 +93,14 @@ class RequestContextMiddleware:
                 path_label = str(getattr(scope.get("route"), "path", "unmatched"))
                 _observe(scope["method"], path_label, status, elapsed)
                 if scope["path"] not in _QUIET:
-                    # User data goes in as arguments, never into the format string: a path with
-                    # "{...}" would otherwise raise inside the call and the line would be lost.
-                    _access.info(
-                        "{} {} {} {:.1f}ms",
+                    # Not through loguru (~30 µs a line, a quarter of a cached hit): the same
+                    # line, built with f-strings, so a path with "{...}" is data, not a format.
+                    access_line(
                         scope["method"],
                         printable(scope["path"], limit=_PATH_LOG_MAX),
                         status,
                         elapsed * 1000,
+                        rid,
                     )
 
 

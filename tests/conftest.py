@@ -13,6 +13,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+import orjson
 import pytest
 from fastapi import FastAPI
 from pydantic import SecretStr
@@ -203,3 +205,37 @@ def private_redis() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     finally:
         proc.kill()
         proc.wait()
+
+
+def capture_json_records(settings: Settings) -> list[dict[str, Any]]:
+    """Logging set up again (as a process does it: stdlib routed through loguru) as
+    LOG_FORMAT=json at DEBUG into a list, each line parsed, its logger as `name`: loguru's
+    lines and the gateway's access line (which is not written by loguru) alike. Call it after
+    create_app, which sets logging up from its settings."""
+    from shared.logging import configure_logging
+
+    records: list[dict[str, Any]] = []
+
+    def sink(line: str) -> None:
+        record = orjson.loads(str(line))
+        record["name"] = record.pop("logger")
+        records.append(record)
+
+    json_debug = settings.model_copy(update={"log_format": "json", "log_level": "DEBUG"})
+    configure_logging(json_debug, sink=sink)
+    return records
+
+
+def run_python(script: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """`script` run by this Python in a fresh process from the project's root (PYTHONPATH set
+    to it), its output captured as text."""
+    root = Path(__file__).resolve().parents[1]
+    return subprocess.run(
+        [sys.executable, "-c", script, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        check=False,
+    )

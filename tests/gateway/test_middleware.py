@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import re
+from datetime import datetime
+from typing import Any
+
 import httpx
+import orjson
+import pytest
 from loguru import logger
 from redis.asyncio import Redis
 
 from gateway.app import create_app
 from shared.settings import Settings
-from tests.conftest import AUTH, TOKENS, make_settings, running_app
+from tests.conftest import AUTH, TOKENS, capture_json_records, make_settings, running_app
 from tests.fakes.chain import ALICE, FakeChain
 
 
@@ -30,9 +36,11 @@ async def test_no_token_or_key_appears_in_logs(redis_url: str, clean_db: str, re
         datura_api_key="dt_secret_key_value_123",
         chutes_api_key="cpk_secret_value_456",
     )
+    from shared.logging import configure_logging
+
     app = create_app(settings, chain=FakeChain())
     lines: list[str] = []
-    logger.add(lines.append, level="DEBUG", format="{message} {extra}")
+    configure_logging(settings, sink=lines.append)  # after the app's own set-up
     async with running_app(app) as client:
         await client.get(
             "/api/v1/tao_dividends", params={"netuid": 3, "hotkey": ALICE}, headers=AUTH
@@ -43,8 +51,8 @@ async def test_no_token_or_key_appears_in_logs(redis_url: str, clean_db: str, re
             "config {}",
             settings.datura_api_key.get_secret_value(),  # type: ignore[union-attr]
         )
-    text = "\n".join(lines)
-    assert "/api/v1/tao_dividends" in text  # the access log was captured
+    text = "".join(str(line) for line in lines)
+    assert text.count('"msg":"GET /api/v1/tao_dividends') == 2  # the access lines were captured
     for secret in [*TOKENS, "guess-me-1", "dt_secret_key_value_123", "cpk_secret_value_456"]:
         assert secret not in text
     assert "***" in text
@@ -110,7 +118,6 @@ async def test_every_line_logged_while_serving_a_request_carries_its_id(
     the handler started carries the request's id, with no binding at the call site."""
     import asyncio
     import logging
-    from typing import Any
 
     app = create_app(settings, chain=FakeChain())
 
@@ -127,20 +134,11 @@ async def test_every_line_logged_while_serving_a_request_carries_its_id(
         return {"ok": "yes"}
 
     app.add_api_route("/_test/deep", handler)
-    records: list[dict[str, Any]] = []
-
-    def sink(message: Any) -> None:
-        record = message.record
-        records.append({"msg": record["message"], "name": record["name"], **record["extra"]})
-
-    sink_id = logger.add(sink, level="DEBUG")  # after create_app: it reconfigures logging
-    try:
-        async with running_app(app) as client:
-            first = await client.get("/_test/deep", headers={"X-Request-ID": "req-one"})
-            second = await client.get("/_test/deep")
-        logger.info("after the requests")
-    finally:
-        logger.remove(sink_id)
+    records = capture_json_records(settings)  # after create_app: it sets logging up
+    async with running_app(app) as client:
+        first = await client.get("/_test/deep", headers={"X-Request-ID": "req-one"})
+        second = await client.get("/_test/deep")
+    logger.info("after the requests")
     assert first.status_code == second.status_code == 200
     rid = second.headers["x-request-id"]
     by_id: dict[str | None, list[str]] = {}
@@ -150,8 +148,100 @@ async def test_every_line_logged_while_serving_a_request_carries_its_id(
         lines = by_id[request_id]
         assert lines[:3] == ["deep service line", "stdlib library line", "task line"]
         assert lines[3].startswith("GET /_test/deep 200 ")  # the access line
+    access = [r for r in records if r["msg"].startswith("GET /_test/deep")]
+    assert [r["name"] for r in access] == ["gateway.middleware"] * 2
     stdlib = next(r for r in records if r["msg"] == "stdlib library line")
     assert stdlib["name"] == "tortoise"
     # nothing logged outside a request carries an id
     assert "after the requests" in by_id[None]
     assert set(by_id) == {None, "req-one", rid}
+
+
+def _epoch_ns(stamp: datetime) -> int:
+    """A record's time (an aware datetime) as integer nanoseconds since the epoch."""
+    return int(stamp.replace(microsecond=0).timestamp()) * 1_000_000_000 + stamp.microsecond * 1000
+
+
+_HOSTILE = "/x%0A%7Bfoo%7D%1B%5B31m%C2%85%E2%80%A8%C3%A9%22%5C"  # \n {} ESC \x85 \u2028 é " \
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+@pytest.mark.parametrize(
+    ("path", "whole_second"),
+    [
+        (f"/api/v1/tao_dividends?netuid=3&hotkey={ALICE}", False),
+        (_HOSTILE, False),
+        ("/" + "a" * 600, False),  # cut at _PATH_LOG_MAX, marked with …
+        ("/nope", True),  # isoformat() drops the fraction at a whole second
+    ],
+)
+async def test_the_access_line_is_the_line_loguru_wrote(
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    log_format: str,
+    path: str,
+    whole_second: bool,
+) -> None:
+    """The middleware's access line, byte for byte what loguru writes for the same request at
+    the same instant (`logger.bind(_plain=True).info("{} {} {} {:.1f}ms", ...)` from
+    gateway.middleware, request id in context)."""
+    from urllib.parse import unquote
+
+    import shared.logging as shared_logging
+    from gateway.middleware import _PATH_LOG_MAX
+    from shared.logging import configure_logging, printable
+
+    log_settings = settings.model_copy(update={"log_format": log_format, "log_level": "INFO"})
+    app = create_app(log_settings, chain=FakeChain())
+    lines: list[Any] = []
+    configure_logging(log_settings, sink=lines.append)
+    logger.info("probe")  # an instant as loguru stamps it, for both lines
+    stamp = lines.pop().record["time"]
+    if whole_second:
+        stamp = stamp.replace(microsecond=0)
+    monkeypatch.setattr(shared_logging, "_now_ns", lambda: _epoch_ns(stamp) + 789)
+    async with running_app(app) as client:
+        response = await client.get(path, headers={**AUTH, "X-Request-ID": "req-42"})
+    access = [
+        line
+        for line in lines
+        if " gateway.middleware " in line or '"logger":"gateway.middleware"' in line
+    ]
+    assert len(access) == 1 and not hasattr(access[0], "record")  # not written by loguru
+    if log_format == "json":
+        elapsed = orjson.loads(access[0])["msg"].rsplit(" ", 1)[1]
+    else:
+        elapsed = access[0].split(" request_id=")[0].rsplit(" ", 1)[1]
+    assert re.fullmatch(r"\d+\.\dms", elapsed)
+
+    def as_the_middleware(record: Any) -> None:
+        record["name"] = "gateway.middleware"
+        record["time"] = stamp
+
+    with logger.contextualize(request_id="req-42"):
+        logger.bind(_plain=True).patch(as_the_middleware).info(
+            "{} {} {} {:.1f}ms",
+            "GET",
+            printable(unquote(path.split("?")[0]), limit=_PATH_LOG_MAX),
+            response.status_code,
+            float(elapsed.removesuffix("ms")),
+        )
+    assert access[0] == str(lines[-1])
+
+
+async def test_no_access_line_above_info_nor_for_quiet_paths(settings: Settings) -> None:
+    from shared.logging import configure_logging
+
+    app = create_app(settings, chain=FakeChain())
+
+    async def access_lines(level: str, path: str) -> list[str]:
+        lines: list[str] = []
+        configure_logging(settings.model_copy(update={"log_level": level}), sink=lines.append)
+        async with running_app(app) as client:
+            await client.get(path)
+        return [str(line) for line in lines if " gateway.middleware " in line]
+
+    assert await access_lines("WARNING", "/nope") == []
+    assert await access_lines("INFO", "/healthz") == []
+    [line] = await access_lines("INFO", "/nope")
+    assert " INFO    gateway.middleware GET /nope 404 " in line

@@ -16,9 +16,8 @@ from redis.asyncio import Redis
 
 from gateway.app import create_app
 from pipeline.worker import Stage, StreamEntry, Worker
-from shared.logging import configure_logging
 from shared.settings import Settings
-from tests.conftest import AUTH, running_app
+from tests.conftest import AUTH, capture_json_records, running_app
 from tests.fakes.chain import ALICE, FakeChain
 from tests.fakes.staker import FakeStaker
 from tests.pipeline.conftest import eventually, running_worker
@@ -28,18 +27,10 @@ STREAM = "stream:test_log_context"
 
 @pytest.fixture
 def records() -> Iterator[list[dict[str, Any]]]:
-    """Logging configured as a process does it (stdlib routed through loguru), captured."""
-    captured: list[dict[str, Any]] = []
-
-    def sink(message: Any) -> None:
-        record = message.record
-        captured.append({"msg": record["message"], "name": record["name"], **record["extra"]})
-
     settings = Settings(  # type: ignore[call-arg]
-        _env_file=None, log_level="DEBUG", event_signing_key=SecretStr("k" * 32)
+        _env_file=None, event_signing_key=SecretStr("k" * 32)
     )
-    configure_logging(settings, sink=sink)
-    yield captured
+    yield capture_json_records(settings)
     logger.remove()
 
 
@@ -104,13 +95,7 @@ async def test_client_lines_of_a_real_trade_carry_its_ids(
     """The whole path: the gateway's lines carry the request id; the outside-API clients'
     lines (which bind neither) carry the trade and the stage that called them."""
     app = create_app(pipeline_settings, chain=FakeChain())
-    captured: list[dict[str, Any]] = []
-
-    def sink(message: Any) -> None:
-        record = message.record
-        captured.append({"msg": record["message"], **record["extra"]})
-
-    sink_id = logger.add(sink, level="DEBUG")  # after create_app: it reconfigures logging
+    captured = capture_json_records(pipeline_settings)  # after create_app: it sets logging up
     try:
         async with running_app(app) as client, running_worker(pipeline_settings, FakeStaker()):
             response = await client.get(
@@ -127,9 +112,10 @@ async def test_client_lines_of_a_real_trade_carry_its_ids(
 
             await eventually(settled)
     finally:
-        logger.remove(sink_id)
+        logger.remove()
     access = [r for r in captured if r["msg"].startswith("GET /api/v1/tao_dividends")]
     assert [r.get("request_id") for r in access] == ["req-trade-1"]
+    assert [r["name"] for r in access] == ["gateway.middleware"]
     datura = [r for r in captured if r["msg"].startswith("datura search")]
     chutes = [r for r in captured if r["msg"].startswith("chutes completion")]
     assert datura and chutes

@@ -3,7 +3,10 @@ forge a log record of its own."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
 
 import pytest
 from loguru import logger
@@ -11,6 +14,7 @@ from pydantic import SecretStr
 
 from shared.logging import configure_logging
 from shared.settings import Settings
+from tests.conftest import run_python
 
 FORGED = "2026-01-01T00:00:00.000Z INFO    gateway.app FORGED: trade approved"
 
@@ -157,21 +161,7 @@ time.sleep(0.2)  # the SDK's listener thread would print its copy by now (and at
 
 @pytest.mark.parametrize("order", ["configure-first", "sdk-first"])
 def test_an_sdk_error_is_logged_once_without_ansi(order: str) -> None:
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[2]
-    proc = subprocess.run(
-        [sys.executable, "-c", _SDK_SCRIPT, order],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=root,
-        env={**os.environ, "PYTHONPATH": str(root)},
-        check=False,
-    )
+    proc = run_python(_SDK_SCRIPT, order, timeout=120)
     assert proc.returncode == 0, proc.stderr
     output = proc.stdout + proc.stderr
     assert "\x1b" not in output and "\\x1b" not in output  # no colours, raw or escaped
@@ -184,3 +174,103 @@ def test_an_sdk_error_is_logged_once_without_ansi(order: str) -> None:
     # what importing the SDK strips from other loggers is given back
     assert output.count("uvicorn-after-sdk-44") == 1
     assert output.count("substrate-after-sdk-45") == 1
+
+
+# --- the access line and the buffered sink ----------------------------------------------------
+
+_RID = "584395d8385347899a87be5fcf328a20"
+
+
+def _settings(**overrides: Any) -> Settings:
+    values: dict[str, Any] = {"log_format": "text", "log_level": "INFO", **overrides}
+    return Settings(_env_file=None, event_signing_key=SecretStr("k" * 32), **values)  # type: ignore[call-arg]
+
+
+def _epoch_ns(stamp: datetime) -> int:
+    return int(stamp.replace(microsecond=0).timestamp()) * 1_000_000_000 + stamp.microsecond * 1000
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+@pytest.mark.parametrize("zone", ["UTC", "Asia/Kolkata", "America/St_Johns"])
+@pytest.mark.parametrize(
+    ("method", "path", "status", "elapsed_ms", "request_id", "whole_second"),
+    [
+        ("GET", "/api/v1/tao_dividends", 200, 0.123, _RID, False),
+        ("POST", '/x\n{foo} {} <red>\x1b[31m\x85\u2028é"\\…', 404, 12.35, "req-1", False),
+        ("GE\x01T", "/a b", 500, 1234.56, "abc.DEF:1-2_3", True),
+        ("GET", "/p", 401, 0.05, "has-cpk_rid_secret_9876-in-it", False),  # masked, as extras are
+    ],
+)
+def test_the_access_line_is_the_line_loguru_writes(
+    monkeypatch: pytest.MonkeyPatch,
+    log_format: str,
+    zone: str,
+    method: str,
+    path: str,
+    status: int,
+    elapsed_ms: float,
+    request_id: str,
+    whole_second: bool,
+) -> None:
+    """`access_line` against loguru's formatter given the same record: the call the gateway's
+    middleware made (`_plain`, request id in context, logged from gateway.middleware)."""
+    import shared.logging as shared_logging
+    from shared.logging import access_line, printable, register_secrets
+
+    monkeypatch.setenv("TZ", zone)
+    time.tzset()
+    try:
+        register_secrets(["cpk_rid_secret_9876"])
+        lines: list[Any] = []
+        configure_logging(_settings(log_format=log_format), sink=lines.append)  # after tzset
+        path = printable(path, limit=512)  # as the middleware passes it
+        stamp: datetime | None = None
+
+        def as_the_middleware(record: Any) -> None:
+            nonlocal stamp
+            if whole_second:
+                record["time"] = record["time"].replace(microsecond=0)
+            stamp = record["time"]
+            record["name"] = "gateway.middleware"
+
+        with logger.contextualize(request_id=request_id):
+            logger.bind(_plain=True).patch(as_the_middleware).info(
+                "{} {} {} {:.1f}ms", method, path, status, elapsed_ms
+            )
+        assert stamp is not None
+        at = _epoch_ns(stamp) + 999  # below a microsecond: dropped, as datetime.now() does
+        monkeypatch.setattr(shared_logging, "_now_ns", lambda: at)
+        access_line(method, path, status, elapsed_ms, request_id)
+        assert len(lines) == 2
+        assert lines[1] == str(lines[0])
+        assert lines[1].count("\n") == 1 and "cpk_rid_secret_9876" not in lines[1]
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
+def test_the_access_line_is_off_above_info() -> None:
+    from shared.logging import access_line
+
+    lines: list[str] = []
+    configure_logging(_settings(log_level="WARNING"), sink=lines.append)
+    access_line("GET", "/p", 200, 1.0, _RID)
+    assert lines == []
+    configure_logging(_settings(log_level="DEBUG"), sink=lines.append)
+    access_line("GET", "/p", 200, 1.0, _RID)
+    assert len(lines) == 1 and " GET /p 200 1.0ms request_id=" in lines[0]
+    logger.remove()
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["plain", "tab\there", "nbsp\u00a0soft\u00adhyphen", "\x85", "\u2028\u2029", "\x7f\x9f é"],
+)
+def test_printable_and_mask_shortcuts_change_nothing(text: str) -> None:
+    from shared.logging import _BEARER, _CONTROL, mask, printable
+
+    escaped = _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+    assert printable(text) == escaped
+    for credential in (f"Bearer {text}x", f"bEaReR\t{text}x", f"BEARER  {text}"):
+        assert mask(credential) == _BEARER.sub(r"\1***", credential)
+    assert mask(text) == _BEARER.sub(r"\1***", text) == text
