@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import TypeVar
 
 from pydantic import ValidationError
@@ -81,36 +81,45 @@ def trade_rows(events: Iterable[Event], moves: Mapping[str, Move] | None = None)
 
 
 async def store_records(
-    records: Sequence[Model], events: Iterable[Event], moves: Mapping[str, Move]
+    records: Sequence[Model],
+    events: Iterable[Event],
+    moves: Mapping[str, Move],
+    *,
+    before: Collection[str],
 ) -> set[str]:
     """INSERT a stage's `records` (one per trade, ON CONFLICT DO NOTHING) with the trades of
-    `events`, and move every trade whose record went in to its status in `moves`: the record
-    and its trade's status are committed together. Returns the trades whose record went in.
+    `events`, and move every trade whose record went in to its status in `moves`, from a
+    status in `before` only (the statuses a trade has before the stage's record is stored:
+    never backwards). Returns the trades whose record went in.
 
     On PostgreSQL this is one statement (one round trip, one commit): a trade born in it
     carries its status from the start, one already there is updated in it. A record another
-    consumer stored first is not inserted and its trade is not moved (the winner's stage
-    moved it, and later stages may have moved it on since)."""
+    consumer stored first is not inserted and its trade is not moved here (see
+    `catch_up`). On SQLite the trades go in first, as requested, then the records, then the
+    moves: a process that dies in between leaves a stored record whose trade is still
+    requested, which the redelivery catches up."""
     if not records:
         return set()
-    trades = trade_rows(events, moves)
     meta = type(records[0])._meta
     db = meta.db
     key = meta.fields_db_projection["trade_id"]
     if db.capabilities.dialect != "postgres":
-        born = set(await insert_many(trades, returning="trade_id"))
+        await insert_many(trade_rows(events))
         inserted = set(await insert_many(records, returning="trade_id"))
-        await _move(inserted - born, moves)
+        await catch_up({t: moves[t] for t in inserted}, before=before)
         return inserted
-    parents, values = insert_sql(trades, 0, True)
+    parents, values = insert_sql(trade_rows(events, moves), 0, True)
     own, more = insert_sql(records, len(values), True)
     values.extend(more)
     ids = sorted(moves)
     values += [utcnow(), ids, [moves[i][0] for i in ids], [moves[i][1] for i in ids]]
-    at, id_list, statuses, reasons = (f"${len(values) - n}" for n in (3, 2, 1, 0))
+    values.append(sorted(before))
+    at, id_list, statuses, reasons, from_list = (f"${len(values) - n}" for n in (4, 3, 2, 1, 0))
     # Every name comes from the models' metadata, every value is a bound parameter. The
     # UPDATE sees the rows as they were before the statement: a trade born in it is not
-    # there (it already has its status), one already there is.
+    # there (it already has its status), one already there is. The one-time filter on
+    # `born` runs it first, so every batch locks its trades (in trade order), then its
+    # records, then the trades it moves: concurrent batches take their locks alike.
     table = Trade._meta.db_table
     sql = (
         f"WITH born AS ({parents} RETURNING trade_id), "  # noqa: S608
@@ -120,35 +129,51 @@ async def store_records(
         f"FROM unnest({id_list}::text[], {statuses}::text[], {reasons}::text[]) "
         "AS m(trade_id, status, reason) "
         "WHERE t.trade_id = m.trade_id AND m.trade_id IN (SELECT trade_id FROM mine) "
+        f"AND t.status = ANY({from_list}::text[]) "
         "RETURNING t.trade_id) "
         "SELECT trade_id, trade_id IN (SELECT trade_id FROM born) "
-        "OR trade_id IN (SELECT trade_id FROM moved) AS moved FROM mine"
+        "OR trade_id IN (SELECT trade_id FROM moved) AS moved FROM mine "
+        "WHERE (SELECT count(*) FROM born) >= 0"
     )
     rows = await db.execute_query_dict(sql, values)
     # A trade another consumer stored between this statement's snapshot and its insert is
     # neither born here nor seen by the UPDATE: moved on its own.
-    await _move({r["trade_id"] for r in rows if not r["moved"]}, moves)
+    await catch_up(
+        {r["trade_id"]: moves[r["trade_id"]] for r in rows if not r["moved"]}, before=before
+    )
     return {r["trade_id"] for r in rows}
 
 
-async def _move(trade_ids: Iterable[str], moves: Mapping[str, Move]) -> None:
+async def catch_up(moves: Mapping[str, Move], *, before: Collection[str]) -> None:
+    """Move each trade to its status in `moves` if it is still at one of `before`: for a
+    stage's record stored earlier whose trade was not moved with it (a consumer that died
+    between the two, a trade stored by another consumer meanwhile). A trade a later stage
+    has moved on stays where it is."""
     by_move: dict[Move, list[str]] = {}
-    for trade_id in trade_ids:
-        by_move.setdefault(moves[trade_id], []).append(trade_id)
+    for trade_id, move in moves.items():
+        by_move.setdefault(move, []).append(trade_id)
     for (status, reason), ids in by_move.items():
-        await set_statuses(ids, status, reason)
+        await set_statuses(sorted(ids), status, reason, only_from=before)
 
 
 async def set_status(trade_id: str, status: str, reason: str | None = None) -> None:
     await set_statuses([trade_id], status, reason)
 
 
-async def set_statuses(trade_ids: Sequence[str], status: str, reason: str | None = None) -> None:
-    """One UPDATE of every trade in `trade_ids` to `status` (and `reason`, when given)."""
+async def set_statuses(
+    trade_ids: Sequence[str],
+    status: str,
+    reason: str | None = None,
+    *,
+    only_from: Collection[str] | None = None,
+) -> None:
+    """One UPDATE of every trade in `trade_ids` to `status` (and `reason`, when given); with
+    `only_from`, of those whose status is one of it."""
     values: dict[str, object] = {"status": status, "updated_at": utcnow()}
     if reason is not None:
         values["reason"] = reason
-    await update_by(Trade, "trade_id", trade_ids, values)
+    where = None if only_from is None else ("status", only_from)
+    await update_by(Trade, "trade_id", trade_ids, values, where=where)
 
 
 class Publisher:

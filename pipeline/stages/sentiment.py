@@ -20,6 +20,7 @@ from shared.ids import utcnow
 class SentimentStage(BatchStage[TweetsFetched, SentimentScore]):
     name = "sentiment"
     status = "scored"
+    before = ("requested", "tweets_fetched")
 
     def __init__(
         self,

@@ -17,6 +17,7 @@ from shared.ids import utcnow
 class TweetsStage(BatchStage[DividendRequested, TweetBatch]):
     name = "tweets"
     status = "tweets_fetched"
+    before = ("requested",)
 
     def __init__(
         self, datura: DaturaClient, publish: Publisher, *, compute_timeout_s: float | None = None

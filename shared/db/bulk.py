@@ -101,11 +101,16 @@ async def select_by(model: type[M], column: str, keys: Collection[str]) -> list[
 
 
 async def update_by(
-    model: type[Model], column: str, keys: Collection[str], values: dict[str, Any]
+    model: type[Model],
+    column: str,
+    keys: Collection[str],
+    values: dict[str, Any],
+    *,
+    where: tuple[str, Collection[str]] | None = None,
 ) -> None:
-    """UPDATE `model` SET `values` for the rows whose `column` is one of `keys`, in one
-    statement of a stable text (see `select_by`); values go through each field's
-    `to_db_value`."""
+    """UPDATE `model` SET `values` for the rows whose `column` is one of `keys` (and, with
+    `where` = (other column, texts), whose other column is one of those), in one statement of
+    a stable text (see `select_by`); values go through each field's `to_db_value`."""
     if not keys:
         return
     meta = model._meta
@@ -118,13 +123,15 @@ async def update_by(
         params.append(field.to_db_value(value, model))
         mark = f"${len(params)}" if postgres else "?"
         sets.append(f'"{meta.fields_db_projection[field_name]}" = {mark}')
-    name = meta.fields_db_projection[column]
-    if postgres:
-        params.append(list(keys))
-        where = f'"{name}" = ANY(${len(params)}::text[])'
-    else:
-        keyed = padded(sorted(keys))
-        params.extend(keyed)
-        where = f'"{name}" IN ({", ".join("?" for _ in keyed)})'
-    sql = f'UPDATE "{meta.db_table}" SET {", ".join(sets)} WHERE {where}'  # noqa: S608
+    conditions = []
+    for name, allowed in [(column, keys), *([where] if where is not None else [])]:
+        db_name = meta.fields_db_projection[name]
+        if postgres:
+            params.append(list(allowed))
+            conditions.append(f'"{db_name}" = ANY(${len(params)}::text[])')
+        else:
+            listed = padded(sorted(allowed))
+            params.extend(listed)
+            conditions.append(f'"{db_name}" IN ({", ".join("?" for _ in listed)})')
+    sql = f'UPDATE "{meta.db_table}" SET {", ".join(sets)} WHERE {" AND ".join(conditions)}'  # noqa: S608
     await db.execute_query(sql, params)

@@ -38,6 +38,7 @@ class FetchStage(BatchStage[DividendRequested, TweetBatch]):
     consumes = DividendRequested
     record = TweetBatch
     status: ClassVar[str] = "tweets_fetched"
+    before: ClassVar[tuple[str, ...]] = ("requested",)
 
     def __init__(
         self,
@@ -165,6 +166,57 @@ class TestParse:
         assert stage.computed == []
         assert await Trade.all().count() == 0
         assert await published(redis) == []
+
+
+async def stored_before(trade_id: str, status: str = "requested") -> None:
+    """The stage's record for `trade_id` committed earlier, its trade left at `status` (the
+    consumer died, or the reply to its commit was lost, before the trade moved)."""
+    trade = await Trade.create(trade_id=trade_id, netuid=3, hotkey=ALICE, source="api")
+    await Trade.filter(trade_id=trade_id).update(status=status)
+    await TweetBatch.create(trade=trade, source="cache", query="stored", count=0, tweets=[])
+
+
+class TestStoredBefore:
+    async def test_a_first_delivery_whose_compute_fails_is_answered_from_its_record(
+        self, publisher: Publisher, redis: Redis
+    ) -> None:
+        """Retried in place after its commit's reply was lost: the outside call fails now,
+        but the record is there, so the entry is answered from it and its trade caught up."""
+        await stored_before("t0")
+        stage = FetchStage(publisher, fail=["t0"])
+        outcomes = await run(stage, entries_of(requested("t0")))
+        assert outcomes == {"1-0": None}
+        assert stage.computed == ["t0"]
+        assert [e.query for e in await published(redis)] == ["stored"]
+        assert await statuses("t0") == {"t0": "tweets_fetched"}
+
+    async def test_an_old_first_delivery_is_looked_up_before_any_outside_call(
+        self, publisher: Publisher, redis: Redis
+    ) -> None:
+        """A requeued dead letter or a stream read again arrives as a first delivery, long
+        after it was published."""
+        await stored_before("t0")
+        published_at = utcnow() - timedelta(minutes=10)
+        event = DividendRequested(
+            trade_id="t0", netuid=3, hotkey=ALICE, source="api", occurred_at=published_at
+        )
+        stage = FetchStage(publisher)
+        outcomes = await run(stage, entries_of(event))
+        assert outcomes == {"1-0": None}
+        assert stage.computed == []
+        assert [e.query for e in await published(redis)] == ["stored"]
+
+    @pytest.mark.parametrize(
+        ("status", "after"),
+        [("requested", "tweets_fetched"), ("scored", "scored"), ("succeeded", "succeeded")],
+    )
+    async def test_a_redelivered_entry_catches_its_trade_up_never_back(
+        self, publisher: Publisher, status: str, after: str
+    ) -> None:
+        await stored_before("t0", status)
+        outcomes = await run(FetchStage(publisher), entries_of(requested("t0"), deliveries=2))
+        assert outcomes == {"1-0": None}
+        assert await statuses("t0") == {"t0": after}
 
 
 class TestCompute:

@@ -49,3 +49,17 @@ async def test_update_by_changes_only_the_keyed_rows(either_db: str) -> None:
     await update_by(Trade, "trade_id", ["t0", "t2"], {"status": "scored", "reason": "why"})
     rows = {r.trade_id: (r.status, r.reason) for r in await Trade.all()}
     assert rows == {"t0": ("scored", "why"), "t1": ("requested", None), "t2": ("scored", "why")}
+
+
+async def test_update_by_with_a_condition_leaves_the_other_rows_alone(either_db: str) -> None:
+    await insert_many([trade(f"t{n}") for n in range(3)])
+    await update_by(Trade, "trade_id", ["t1"], {"status": "scored"})
+    await update_by(
+        Trade,
+        "trade_id",
+        ["t0", "t1"],
+        {"status": "tweets_fetched"},
+        where=("status", ["requested"]),
+    )
+    rows = {r.trade_id: r.status for r in await Trade.all()}
+    assert rows == {"t0": "tweets_fetched", "t1": "scored", "t2": "requested"}
