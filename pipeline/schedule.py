@@ -35,6 +35,7 @@ from pipeline.metrics import KEY_SCHEDULE_ERRORS
 from shared.constants import KEY_SCHEDULE_LAST, KEY_SCHEDULE_RUNS, KEY_TRADED_PAIRS
 from shared.events import DividendRequested
 from shared.ids import iso, new_id, utcnow
+from shared.logbuffer import flush_logs
 from shared.logging import configure_logging
 from shared.redis import create_redis
 from shared.settings import Settings, get_settings
@@ -171,6 +172,7 @@ def _close(**_: Any) -> None:
         _loop.run_until_complete(_redis.aclose())
         _loop.close()
     _loop = _redis = None
+    flush_logs()  # the pool child ends with os._exit: no atexit writes what waits
 
 
 async def _count_failure(redis: Redis) -> None:

@@ -9,6 +9,7 @@ at the end of a multiprocessing (Celery pool) child and when logging is configur
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import sys
@@ -18,7 +19,12 @@ from typing import TextIO
 
 FLUSH_INTERVAL_S = 0.1  # an INFO line reaches the stream within this
 FLUSH_BYTES = 64 * 1024  # or as soon as this much is waiting
+# While the stream does not take what is written (a stalled log driver), lines below
+# WARNING beyond this many characters waiting are dropped and counted, not kept without end.
+MAX_WAITING = 8 * 1024 * 1024
 _URGENT_LEVEL = 30  # WARNING: such a record is written at once, with all before it
+_URGENT_WAIT_S = 1.0  # how long an urgent line waits for another thread's write
+_PIPE_BUF = 4096  # a write to a pipe of at most this many bytes is never interleaved
 
 
 class LineBuffer:
@@ -34,7 +40,12 @@ class LineBuffer:
     (loguru drops such a re-entrant record too).
 
     A hard kill (SIGKILL, os._exit) loses what waits: at most `interval` seconds of lines
-    below WARNING. Once closed, a line is written at once.
+    below WARNING. Once closed, a line is written at once. When the stream stops taking
+    lines, lines below WARNING are dropped beyond `MAX_WAITING` characters and the next
+    write says how many. A stream with a file descriptor is written with os.write, in
+    chunks of whole lines of at most `_PIPE_BUF` bytes where lines allow (not interleaved
+    with other processes' lines on a shared pipe), each written in full (a signal that
+    interrupts a write does not cut the batch).
 
     It has no `write` method on purpose: loguru takes an object with one for a stream and
     flushes it after every line; a callable it just calls.
@@ -59,7 +70,10 @@ class LineBuffer:
         # and flusher thread did not come along.
         self._lines: list[str] = []
         self._size = 0
-        self._lock = threading.Lock()  # guards _lines and _size, held only to touch them
+        self._dropped = 0
+        # Guards _lines, _size and _dropped, held only to touch them (re-entrant: a signal
+        # handler that logs may run while its thread holds it).
+        self._lock = threading.RLock()
         self._writer = threading.Lock()  # held by the one thread writing to the stream
         self._local = threading.local()  # .writing: this thread is inside stream.write
         self._pending = threading.Event()  # set when a line waits for the flusher
@@ -74,20 +88,28 @@ class LineBuffer:
         """Add a line (ending in a newline); `urgent`: write it, and all before it, now."""
         if getattr(self._local, "writing", False):
             return  # logged by the stream we are writing to: an echo (see the class's note)
+        start = False
         with self._lock:
+            if not urgent and self._size > MAX_WAITING:
+                self._dropped += 1
+                return
             self._lines.append(line)
             self._size += len(line)
             now = urgent or self._closed or self._size > self._limit
             if not now and len(self._lines) == 1:  # the first line since the last write
-                if self._thread is None:  # once per process
-                    _flush_at_process_end()
+                start = self._thread is None  # once per process
+                if start:
                     self._thread = threading.Thread(
                         target=self._run, name="log-flusher", daemon=True
                     )
-                    self._thread.start()
                 self._pending.set()
+        if start and self._thread is not None:
+            _flush_at_process_end()
+            self._thread.start()
         if now:
-            self._drain()
+            # A warning waits (a little) for another thread's write to end, so it is out
+            # before the call returns.
+            self._drain(_URGENT_WAIT_S if urgent else None)
 
     def flush(self, timeout: float = 5.0) -> None:
         """Write what waits now; when another thread is writing, wait (up to `timeout`
@@ -117,20 +139,52 @@ class LineBuffer:
                     with self._lock:
                         if not self._lines:
                             break
-                        text = "".join(self._lines)
-                        self._lines.clear()
+                        lines, self._lines = self._lines, []
                         self._size = 0
-                    try:
-                        self.stream.write(text)
-                        self.stream.flush()
-                    except (OSError, ValueError):  # closed or broken: nowhere left to write
-                        pass
+                        if self._dropped:
+                            lines.insert(0, f"{self._dropped} log lines dropped: stderr stalled\n")
+                            self._dropped = 0
+                    # Closed, broken or odd: there is nowhere left to write them, and the
+                    # writer must stay alive for the next lines.
+                    with contextlib.suppress(Exception):
+                        self._write(lines)
             finally:
                 self._local.writing = False
                 self._writer.release()
             with self._lock:  # a line put while we released, by a thread that left it to us
                 if not self._lines:
                     return
+
+    def _write(self, lines: list[str]) -> None:
+        try:
+            fd = self.stream.fileno()
+        except (AttributeError, OSError, ValueError):  # no descriptor: a stream in memory
+            fd = None
+        if not isinstance(fd, int):
+            self.stream.write("".join(lines))
+            self.stream.flush()
+            return
+        self.stream.flush()  # what others wrote to the stream itself goes first
+        encoding = getattr(self.stream, "encoding", None) or "utf-8"
+        chunk = b""
+        for line in lines:
+            data = line.encode(encoding, "backslashreplace")
+            if chunk and len(chunk) + len(data) > _PIPE_BUF:
+                _write_all(fd, chunk)
+                chunk = b""
+            chunk += data
+        if chunk:
+            _write_all(fd, chunk)
+
+    def _before_fork(self) -> None:
+        # A child forked during a write would inherit the stream's own lock, held by a
+        # thread it does not have: fork between writes (waiting a little for one to end).
+        self._forking = self._writer.acquire(timeout=_URGENT_WAIT_S)
+
+    def _after_fork_in_parent(self) -> None:
+        if getattr(self, "_forking", False):
+            self._forking = False
+            self._writer.release()
 
     def _run(self) -> None:
         while not self._closed:  # close() sets _closed, then _pending: the wait always ends
@@ -144,6 +198,23 @@ class LineBuffer:
 
 _buffers: weakref.WeakSet[LineBuffer] = weakref.WeakSet()
 _buffer: LineBuffer | None = None  # the one `install` set up, if any
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """os.write until all of `data` is written (a write may take only part of it)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _buffers_before_fork() -> None:
+    for buffer in list(_buffers):
+        buffer._before_fork()
+
+
+def _buffers_after_fork_in_parent() -> None:
+    for buffer in list(_buffers):
+        buffer._after_fork_in_parent()
 
 
 def _buffers_after_fork() -> None:
@@ -175,15 +246,20 @@ def close_buffer() -> None:
     _buffer = None
 
 
-os.register_at_fork(after_in_child=_buffers_after_fork)
+os.register_at_fork(
+    before=_buffers_before_fork,
+    after_in_parent=_buffers_after_fork_in_parent,
+    after_in_child=_buffers_after_fork,
+)
 atexit.register(close_buffer)
 _finalizer_pid = 0
 
 
 def _flush_at_process_end() -> None:
-    """atexit serves a process whose interpreter exits; a multiprocessing or billiard child
-    (Celery's pool) ends with os._exit once it has run multiprocessing's finalizers: have
-    one of those write what waits too (once per process)."""
+    """atexit serves a process whose interpreter exits; a multiprocessing child ends with
+    os._exit once it has run multiprocessing's finalizers: have one of those write what
+    waits too (once per process). A billiard child (Celery's pool) skips them: the pipeline's
+    beat calls `flush_logs` when its pool child shuts down."""
     global _finalizer_pid
     if _finalizer_pid != os.getpid():
         from multiprocessing.util import Finalize

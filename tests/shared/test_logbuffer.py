@@ -151,6 +151,100 @@ def test_the_buffer_writes_when_full_or_closed_and_otherwise_waits() -> None:
         logger.remove(handler)
 
 
+class _StalledStream(_Stream):
+    """A stream whose writes block until `go` is set (a log driver that stopped reading)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        import threading
+
+        self.go = threading.Event()
+
+    def write(self, text: str) -> int:
+        self.go.wait(10)
+        return super().write(text)
+
+
+def test_a_stalled_stream_costs_bounded_memory_and_says_what_it_dropped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import threading
+
+    import shared.logbuffer
+    from shared.logbuffer import LineBuffer
+
+    monkeypatch.setattr(shared.logbuffer, "MAX_WAITING", 1000)
+    stream = _StalledStream()
+    buffer = LineBuffer(stream, interval=60, limit=1)
+    writer = threading.Thread(target=buffer.put, args=("first\n",))
+    writer.start()  # over the limit: this thread writes, and blocks in the stream
+    time.sleep(0.1)
+    for n in range(500):
+        buffer.put(f"info-{n:03d}\n")  # left to the blocked writer; beyond 1000 chars, dropped
+    assert buffer._size <= 1000 + 20
+    stream.go.set()
+    writer.join(5)
+    buffer.close()
+    lines = stream.getvalue().splitlines()
+    kept = [line for line in lines if line.startswith("info-")]
+    assert lines[0] == "first" and 0 < len(kept) < 500
+    assert f"{500 - len(kept)} log lines dropped: stderr stalled" in lines
+
+
+def test_a_batch_is_written_whole_in_line_aligned_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a descriptor: a write that takes only part of a chunk (a signal, a full pipe) is
+    continued, and chunks are whole lines of at most 4096 bytes (atomic on a pipe)."""
+    import os
+
+    import shared.logbuffer
+    from shared.logbuffer import LineBuffer
+
+    read_end, write_end = os.pipe()
+    chunks: list[int] = []
+    real_write = os.write
+
+    def partial_write(fd: int, data: Any) -> int:
+        chunks.append(len(data))
+        return real_write(fd, bytes(data[:1000]))  # takes at most 1000 bytes at a time
+
+    monkeypatch.setattr(shared.logbuffer.os, "write", partial_write)
+    with os.fdopen(write_end, "w", encoding="utf-8") as stream:
+        buffer = LineBuffer(stream, interval=60, limit=1 << 20)
+        lines = [f"{n:04d} " + "x" * 95 + "\n" for n in range(100)]  # 101 bytes each
+        for line in lines:
+            buffer.put(line)
+        buffer.close()
+    got = b""
+    with os.fdopen(read_end, "rb") as reader:
+        got = reader.read()
+    assert got.decode() == "".join(lines)
+    assert max(chunks) <= 4096 and len(chunks) > 3  # whole lines, at most 4096 bytes a chunk
+    assert chunks[0] == 4096 // len(lines[0]) * len(lines[0])
+
+
+def test_a_write_that_raises_does_not_stop_the_flusher() -> None:
+    from shared.logbuffer import LineBuffer
+
+    class Flaky(_Stream):
+        def write(self, text: str) -> int:
+            if self.writes == 0:
+                self.writes += 1
+                raise RuntimeError("reentrant call")
+            return super().write(text)
+
+    stream = Flaky()
+    buffer = LineBuffer(stream, interval=0.01)
+    buffer.put("lost\n")
+    deadline = time.monotonic() + 5
+    while stream.writes == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    buffer.put("kept\n")
+    while "kept" not in stream.getvalue() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert stream.getvalue() == "kept\n"
+    buffer.close()
+
+
 def test_a_stream_that_logs_neither_deadlocks_nor_loops() -> None:
     """Celery's worker replaces stderr with a proxy that logs what is written to it, and that
     logging is routed to loguru: writing a line brings it back. From several threads, with
