@@ -148,12 +148,16 @@ def _json_format(record: Record) -> str:
     exc = record["exception"]
     if exc is not None:
         payload["exception"] = exception_fields(exc.type, exc.value, exc.traceback)
+    record["extra"]["_json"] = _json_line(payload)
+    return "{extra[_json]}\n"
+
+
+def _json_line(payload: dict[str, Any]) -> str:
     line = orjson.dumps(payload, default=str).decode()
-    if _JSON_RAW_BREAKS.search(line):
+    if not line.isascii() and _JSON_RAW_BREAKS.search(line):
         # Valid unescaped in JSON, but line breaks to str.splitlines() and some log shippers.
         line = _JSON_RAW_BREAKS.sub(lambda m: f"\\u{ord(m.group()):04x}", line)
-    record["extra"]["_json"] = line
-    return "{extra[_json]}\n"
+    return line
 
 
 _TRACEBACK_PREFIX = "  | "
@@ -335,18 +339,14 @@ def access_line(method: str, path: str, status: int, elapsed_ms: float, request_
     if _access_json:
         micros = now // 1000 % 1_000_000
         fraction = f".{micros:06d}" if micros else ""  # as isoformat(): none at a whole second
-        line = orjson.dumps(
-            {
-                "ts": f"{prefix}{fraction}{iso_offset}",
-                "level": "INFO",
-                "msg": message,
-                "logger": ACCESS_LOGGER,
-                "request_id": rid,
-            }
-        ).decode()
-        if not line.isascii() and _JSON_RAW_BREAKS.search(line):
-            line = _JSON_RAW_BREAKS.sub(lambda m: f"\\u{ord(m.group()):04x}", line)
-        emit(line + "\n")
+        payload = {
+            "ts": f"{prefix}{fraction}{iso_offset}",
+            "level": "INFO",
+            "msg": message,
+            "logger": ACCESS_LOGGER,
+            "request_id": rid,
+        }
+        emit(_json_line(payload) + "\n")
     else:
         millis = now // 1_000_000 % 1000
         emit(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import TypeVar
 
@@ -11,7 +10,7 @@ from redis.asyncio import Redis
 from tortoise.models import Model
 
 from pipeline.worker import Drop, StreamEntry
-from shared.bus import publish
+from shared.bus import publish, publish_many
 from shared.db.bulk import insert_many, insert_sql, update_by
 from shared.db.models import Trade
 from shared.events import Event, decode_fields
@@ -37,11 +36,6 @@ def parse_event(cls: type[E], entry: StreamEntry) -> E:
         return cls.from_fields(fields)
     except (ValidationError, ValueError) as exc:
         raise Drop(f"malformed {cls.TYPE} entry: {exc}") from exc
-
-
-async def ensure_trade(event: Event) -> None:
-    """Record the trade if this is the first time it is seen."""
-    await ensure_trades([event])
 
 
 async def ensure_trades(events: Iterable[Event]) -> None:
@@ -183,25 +177,9 @@ class Publisher:
         self._redis = redis
         self._maxlen = maxlen
 
-    async def __call__(self, event: Event, *, status: str | None = None) -> None:
-        """Publish `event`; with `status`, record the trade's new status at the same time
-        (both follow the committed record, neither depends on the other)."""
-        sent = publish(self._redis, event, maxlen=self._maxlen)
-        if status is None:
-            await sent
-        else:
-            await asyncio.gather(sent, set_status(event.trade_id, status))
+    async def __call__(self, event: Event) -> None:
+        await publish(self._redis, event, maxlen=self._maxlen)
 
     async def many(self, events: Sequence[Event]) -> None:
-        """Publish `events` in one round trip (a pipeline of XADDs, not a transaction)."""
-        if not events:
-            return
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for event in events:
-                pipe.xadd(
-                    event.stream,
-                    event.to_fields(),  # type: ignore[arg-type]
-                    maxlen=self._maxlen,
-                    approximate=True,
-                )
-            await pipe.execute()
+        """Publish `events` in one round trip."""
+        await publish_many(self._redis, events, maxlen=self._maxlen)

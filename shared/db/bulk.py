@@ -80,6 +80,17 @@ async def insert_many(rows: Sequence[M], *, returning: str | None = None) -> lis
     return list(dict.fromkeys(row[column] for row in inserted))
 
 
+def _one_of(db_name: str, keys: Collection[str], params: list[Any], postgres: bool) -> str:
+    """`"db_name"` is one of `keys`, its parameters appended to `params`: `= ANY($n)` on
+    PostgreSQL, a padded IN on SQLite (a text that does not change with len(keys))."""
+    if postgres:
+        params.append(list(keys))
+        return f'"{db_name}" = ANY(${len(params)}::text[])'
+    listed = padded(sorted(keys))
+    params.extend(listed)
+    return f'"{db_name}" IN ({", ".join("?" for _ in listed)})'
+
+
 async def select_by(model: type[M], column: str, keys: Collection[str]) -> list[M]:
     """The rows of `model` whose `column` is one of `keys`, in one SELECT whose text does not
     depend on how many keys there are (`= ANY($1)` on PostgreSQL, a padded IN on SQLite)."""
@@ -87,15 +98,11 @@ async def select_by(model: type[M], column: str, keys: Collection[str]) -> list[
         return []
     meta = model._meta
     db = meta.db
-    name = meta.fields_db_projection[column]
-    table = meta.db_table
-    if db.capabilities.dialect == "postgres":
-        sql = f'SELECT * FROM "{table}" WHERE "{name}" = ANY($1::text[])'  # noqa: S608
-        params: list[Any] = [list(keys)]
-    else:
-        params = padded(sorted(keys))
-        marks = ", ".join("?" for _ in params)
-        sql = f'SELECT * FROM "{table}" WHERE "{name}" IN ({marks})'  # noqa: S608
+    params: list[Any] = []
+    where = _one_of(
+        meta.fields_db_projection[column], keys, params, db.capabilities.dialect == "postgres"
+    )
+    sql = f'SELECT * FROM "{meta.db_table}" WHERE {where}'  # noqa: S608
     rows = await db.execute_query_dict(sql, params)
     return [model._init_from_db(**row) for row in rows]
 
@@ -123,15 +130,9 @@ async def update_by(
         params.append(field.to_db_value(value, model))
         mark = f"${len(params)}" if postgres else "?"
         sets.append(f'"{meta.fields_db_projection[field_name]}" = {mark}')
-    conditions = []
-    for name, allowed in [(column, keys), *([where] if where is not None else [])]:
-        db_name = meta.fields_db_projection[name]
-        if postgres:
-            params.append(list(allowed))
-            conditions.append(f'"{db_name}" = ANY(${len(params)}::text[])')
-        else:
-            listed = padded(sorted(allowed))
-            params.extend(listed)
-            conditions.append(f'"{db_name}" IN ({", ".join("?" for _ in listed)})')
+    conditions = [
+        _one_of(meta.fields_db_projection[name], allowed, params, postgres)
+        for name, allowed in [(column, keys), *([where] if where is not None else [])]
+    ]
     sql = f'UPDATE "{meta.db_table}" SET {", ".join(sets)} WHERE {" AND ".join(conditions)}'  # noqa: S608
     await db.execute_query(sql, params)

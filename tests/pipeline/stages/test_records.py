@@ -67,7 +67,7 @@ async def test_a_record_stored_first_by_another_consumer_leaves_its_trade_alone(
     assert (await TweetBatch.get(trade_id="t0")).query == "theirs"
 
 
-async def test_the_statement_is_the_same_for_any_batch_of_one_power_of_two(either_db: str) -> None:
+async def test_a_batch_padded_to_a_power_of_two_stores_each_row_once(either_db: str) -> None:
     """Rows are padded (see shared/db/bulk.py): a batch of three is stored as four rows of
     VALUES, the repeated row skipped by its own unique key."""
     moves = {f"t{n}": ("tweets_fetched", None) for n in range(3)}
