@@ -13,7 +13,9 @@ the time until the last `sentiment_scored` entry is there. Hop latency is measur
 from the events' `occurred_at` stamps (ms resolution), over trades sent one at a time with a
 gap between them (`--gaps-ms`, 20 by default: every process goes idle between trades, and
 waking up costs; on this machine the first statement after 20 ms idle takes about twice as
-long as one right after another). The raw relay's hop is measured with the same gaps.
+long as one right after another). Two anchors are measured with the same gaps: the raw
+relay's hop (XADD, XREADGROUP), and a bare durable hop (XADD, XREADGROUP and one INSERT
+committed: the I/O that a stage which stores before it publishes cannot do without).
 
 Uses Redis at BENCH_REDIS_URL (default DB 14, flushed) and PostgreSQL at
 BENCH_DATABASE_URL (default database taostake_bench, created and migrated).
@@ -89,19 +91,35 @@ async def raw_relay(redis: Redis, n: int) -> tuple[float, list[float]]:
     return n / elapsed, hops
 
 
-async def raw_paced(redis: Redis, n: int, gap_s: float) -> list[float]:
-    """Anchor hop latency: one XADD → XREADGROUP at a time, `gap_s` apart."""
-    await redis.delete("bench:p")
-    await redis.xgroup_create("bench:p", "g", id="0", mkstream=True)
-    hops = []
-    for _ in range(n):
-        sent = time.perf_counter()
-        await redis.xadd("bench:p", {"t": "1"})
-        reply = await redis.xreadgroup("g", "c", {"bench:p": ">"}, count=1, block=1000)
-        hops.append((time.perf_counter() - sent) * 1000)
-        await redis.xack("bench:p", "g", reply[0][1][0][0])
-        await asyncio.sleep(gap_s)
-    return hops
+async def raw_paced(redis: Redis, n: int, gap_s: float, *, durable: bool = False) -> list[float]:
+    """Anchor hop latency, one entry at a time, `gap_s` apart: XADD → XREADGROUP and, with
+    `durable`, one single-row INSERT committed before the hop ends (a prepared statement on a
+    connection of its own): the bare I/O of a stage that stores before it publishes, without
+    the stage's work (signatures, parsing, its outside call, its record's columns)."""
+    stream = "bench:d" if durable else "bench:p"
+    conn = await asyncpg.connect(DB_URL) if durable else None
+    try:
+        insert = None
+        if conn is not None:
+            await conn.execute("CREATE TABLE bench_hop (id text PRIMARY KEY, at timestamptz)")
+            insert = await conn.prepare("INSERT INTO bench_hop VALUES ($1, now())")
+        await redis.delete(stream)
+        await redis.xgroup_create(stream, "g", id="0", mkstream=True)
+        hops = []
+        for i in range(n):
+            sent = time.perf_counter()
+            await redis.xadd(stream, {"t": "1"})
+            reply = await redis.xreadgroup("g", "c", {stream: ">"}, count=1, block=1000)
+            if insert is not None:
+                await insert.fetch(str(i))
+            hops.append((time.perf_counter() - sent) * 1000)
+            await redis.xack(stream, "g", reply[0][1][0][0])
+            await asyncio.sleep(gap_s)
+        return hops
+    finally:
+        if conn is not None:
+            await conn.execute("DROP TABLE IF EXISTS bench_hop")
+            await conn.close()
 
 
 async def prepare_db() -> None:
@@ -200,7 +218,6 @@ async def product(
     spawn = multiprocessing.get_context("spawn")  # a fresh interpreter, not a forked event loop
     go = spawn.Event()
     try:
-        await prepare_db()
         redis = Redis.from_url(REDIS_URL)
         for _ in range(workers):
             ready = spawn.Event()
@@ -274,6 +291,9 @@ async def main() -> None:
     gaps = [float(g) / 1000 for g in args.gaps_ms.split(",")]
     raw_hops = {gap: await raw_paced(redis, args.paced, gap) for gap in gaps}
     await redis.flushdb()
+    await prepare_db()
+    durable_hops = {gap: await raw_paced(redis, args.paced, gap, durable=True) for gap in gaps}
+    await redis.flushdb()
     await redis.aclose()
     rate, hops = await product(
         args.trades, args.subnets, args.paced, gaps, args.workers, args.batch
@@ -284,23 +304,31 @@ async def main() -> None:
         "PostgreSQL + Redis on loopback; Datura/Chutes fakes answer instantly "
         "from another process\n"
     )
-    print(f"| {'measure':50} | {'value':>20} |")
-    print(f"|{'-' * 52}|{'-' * 22}|")
-    print(f"| {'anchor: raw XADD/XREADGROUP relay, entries/s':50} | {raw_rate:20.0f} |")
-    print(f"| {'pipeline: trades/s through tweets+sentiment':50} | {rate:20.0f} |")
-    print(f"| {'pipeline: ratio to the raw relay':50} | {rate / raw_rate:20.2f} |")
+    print(f"| {'measure':84} | {'value':>20} |")
+    print(f"|{'-' * 86}|{'-' * 22}|")
+    print(f"| {'anchor: raw XADD/XREADGROUP relay, entries/s':84} | {raw_rate:20.0f} |")
+    print(f"| {'pipeline: trades/s through tweets+sentiment':84} | {rate:20.0f} |")
+    print(f"| {'pipeline: ratio to the raw relay':84} | {rate / raw_rate:20.2f} |")
     for gap in gaps:
         each = f"one trade every {gap * 1000:g} ms"
-        anchor = raw_hops[gap]
-        print(
-            f"| {'anchor: raw hop p50 / p99 (ms), ' + each:50} | "
-            f"{pct(anchor, 0.5):9.2f} / {pct(anchor, 0.99):8.2f} |"
-        )
+        for label, anchor in (
+            ("anchor: raw hop", raw_hops[gap]),
+            ("anchor: bare durable hop (+ one INSERT)", durable_hops[gap]),
+        ):
+            spread = (
+                f"{pct(anchor, 0.5):.2f} / {statistics.mean(anchor):.2f} / {pct(anchor, 0.99):.1f}"
+            )
+            print(f"| {label + ' p50 / mean / p99 (ms), ' + each:84} | {spread:>20} |")
+        floor = statistics.mean(durable_hops[gap])
         for name, values in zip(("requested→tweets", "tweets→sentiment"), hops[gap], strict=True):
+            spread = (
+                f"{statistics.median(values):.1f} / {statistics.mean(values):.2f} / "
+                f"{pct(values, 0.99):.1f}"
+            )
+            print(f"| {'hop ' + name + ' p50 / mean / p99 (ms), ' + each:84} | {spread:>20} |")
             print(
-                f"| {'hop ' + name + ' p50 / mean / p99 (ms), ' + each:50} | "
-                f"{statistics.median(values):4.1f} / {statistics.mean(values):4.2f} / "
-                f"{pct(values, 0.99):4.1f} |"
+                f"| {'hop ' + name + ' mean / bare durable hop mean':84} | "
+                f"{statistics.mean(values) / floor:20.2f} |"
             )
     print(
         "\n(hop times are differences of the events' occurred_at stamps, which have ms "

@@ -70,7 +70,7 @@ class Intake:
         self._claim_idle_ms = claim_idle_ms
         self._claim_every_s = claim_every_s
         self._log = log
-        self._blocking_ids: dict[str, int] = {}  # stage name -> CLIENT ID of its blocked read
+        self._blocking: dict[str, _ReaderConnection] = {}  # stage name -> its blocked reader
 
     def start(self) -> list[asyncio.Task[None]]:
         """One reader per stage and the reclaimer, as tasks."""
@@ -88,7 +88,8 @@ class Intake:
         stream is drained the reader blocks holding a single slot, so an idle
         stage does not sit on capacity another stage could use.
         """
-        client = self._redis.client()  # one connection of our own, so stop() can unblock it
+        reader = _ReaderConnection(self._redis)  # our own, so stop() can unblock it
+        client = reader.client
         backoff = _REDIS_BACKOFF.waits()
         group_ready = False
         idle = False
@@ -107,7 +108,8 @@ class Intake:
                         await self._ensure_group(stage)
                         group_ready = True
                     if idle:
-                        self._blocking_ids[stage.name] = int(await client.client_id())
+                        await reader.ask_id()
+                        self._blocking[stage.name] = reader
                     response = await client.xreadgroup(
                         stage.group,
                         self._consumer,
@@ -115,7 +117,7 @@ class Intake:
                         count=reserved,
                         block=self._block_ms if idle else None,
                     )
-                    self._blocking_ids.pop(stage.name, None)
+                    self._blocking.pop(stage.name, None)
                     pairs = stream_entries(response)
                     entries = [_entry(stage, text(i), raw, 1) for i, raw in pairs]
                     started = self._hand_over(stage, entries, "read")
@@ -142,7 +144,7 @@ class Intake:
                     log.opt(exception=exc).error("reader error")
                     error = exc
                 finally:
-                    self._blocking_ids.pop(stage.name, None)
+                    self._blocking.pop(stage.name, None)
                     self._slots.release(reserved - started)
                 if error is not None:  # slots released first: a backoff holds no capacity
                     await self._pause(log, "read failed", error, backoff)
@@ -256,9 +258,11 @@ class Intake:
         limit = time.monotonic() + self._block_ms / 1000 + _INTAKE_STOP_SLACK_S
         waiting = [t for t in intake if not t.done()]
         while waiting and time.monotonic() < limit:
-            for stage_name, client_id in list(self._blocking_ids.items()):
+            for stage_name, reader in list(self._blocking.items()):
+                if reader.id is None:
+                    continue  # reconnecting: its id comes with the connection
                 try:
-                    await self._redis.client_unblock(client_id)
+                    await self._redis.client_unblock(reader.id)
                 except (RedisError, OSError) as exc:
                     self._log.debug("client unblock failed", stage=stage_name, error=str(exc))
             await asyncio.wait(waiting, timeout=_UNBLOCK_POLL_S)
@@ -277,6 +281,34 @@ class Intake:
         delay = backoff.next()
         log.warning(f"{what}; retrying", error=f"{type(exc).__name__}: {exc}", retry_in_s=delay)
         await self._sleep(delay)
+
+
+class _ReaderConnection:
+    """A reader's own connection and its CLIENT ID (what `Intake.stop` unblocks), asked once
+    per connection, not before every blocking read: a reconnect (redis-py's, inside any
+    command) asks again before its first command, from a connect callback, so `stop` never
+    unblocks the id of a closed connection."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.client = redis.client()
+        self.id: int | None = None
+        self._watching = False
+
+    async def ask_id(self) -> None:
+        """Know the connection's id (one round trip the first time, none after)."""
+        if not self._watching:
+            await self.client.initialize()
+            connection = self.client.connection
+            assert connection is not None  # a single-connection client holds one once initialised
+            connection.register_connect_callback(self._connected)  # type: ignore[no-untyped-call]
+            self._watching = True
+        if self.id is None:
+            self.id = int(await self.client.client_id())
+
+    async def _connected(self, connection: Any) -> None:
+        self.id = None
+        await connection.send_command("CLIENT", "ID")
+        self.id = int(await connection.read_response())
 
 
 def _group_missing(exc: ResponseError) -> bool:

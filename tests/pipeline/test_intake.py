@@ -1,10 +1,12 @@
 """What the intake hands a batch stage, through a real Worker on real Redis: several entries
-per read (never more than free slots or `batch`), reclaimed entries as one batch, and
-entries that can never be handled kept from the handler."""
+per read (never more than free slots or `batch`), reclaimed entries as one batch, entries
+that can never be handled kept from the handler, and a blocked reader's connection known
+to `stop` without a round trip before every read."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -166,3 +168,59 @@ class TestReclaim:
         assert text(letter[b"error"]) == "exceeded MAX_DELIVERIES"
         assert text(letter[b"deliveries"]) == "4"
         assert await pending(redis) == 0
+
+
+async def blocked_readers(redis: Redis) -> list[int]:
+    """CLIENT IDs of the connections blocked in an XREADGROUP on this test's database."""
+    db = redis.connection_pool.connection_kwargs.get("db", 0)
+    clients: Any = await redis.client_list()
+    return [
+        int(c["id"])
+        for c in clients
+        if c["cmd"] == "xreadgroup" and "b" in c["flags"] and int(c["db"]) == db
+    ]
+
+
+class TestBlockedReader:
+    async def test_its_client_id_is_asked_once_not_before_every_blocking_read(
+        self, redis: Redis, monkeypatch: Any
+    ) -> None:
+        asked = 0
+        client_id = Redis.client_id
+
+        async def counting(self: Redis) -> Any:
+            nonlocal asked
+            asked += 1
+            return await client_id(self)
+
+        monkeypatch.setattr(Redis, "client_id", counting)
+        worker = batch_worker(redis, STREAM, Recorder(), block_ms=50)
+        async with running(worker):
+            await asyncio.sleep(0.6)  # about a dozen blocking reads time out
+            await add(redis, 1)  # a read that returns entries, then blocking reads again
+            await wait_until(lambda: worker.stats["done"] == 1, what="1 done")
+            await asyncio.sleep(0.2)
+        assert asked == 1
+
+    async def test_stop_unblocks_a_reader_whose_connection_was_replaced(self, redis: Redis) -> None:
+        worker = batch_worker(redis, STREAM, Recorder(), block_ms=5000)
+        task = asyncio.create_task(worker.run())
+        try:
+            await wait_until(lambda: blocked_readers(redis), what="a blocked reader")
+            (first,) = await blocked_readers(redis)
+            await redis.client_kill_filter(_id=first)  # the reader reconnects and blocks again
+            await wait_until(
+                lambda: _other_blocked_reader(redis, first), what="a new blocked reader"
+            )
+            started = time.monotonic()
+            worker.stop()
+            await asyncio.wait_for(task, 10)
+            # Unblocked by its new id at once, not cancelled after BLOCK (5 s) + slack.
+            assert time.monotonic() - started < 1.0
+        finally:
+            worker.stop()
+            await asyncio.wait_for(task, 10)
+
+
+async def _other_blocked_reader(redis: Redis, old: int) -> bool:
+    return any(i != old for i in await blocked_readers(redis))
