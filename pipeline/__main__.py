@@ -283,22 +283,21 @@ async def _dead_letter(settings: Settings, args: argparse.Namespace) -> int:
             if args.json:
                 print_json(
                     {
-                        "letters": [dl.letter_json(i, f, original=False) for i, f in letters],
+                        "letters": [dl.letter_json(letter, original=False) for letter in letters],
                         "shown": len(letters),
                         "total": total,
                     }
                 )
             else:
-                for entry_id, letter in letters:
-                    print(dl.describe(entry_id, letter))
+                for letter in letters:
+                    print(dl.describe(letter))
                 print(f"{len(letters)} shown, {total} in total")
         elif args.action == "show":
             letter = await dl.get_letter(redis, args.entry_id)
             if args.json:
-                print_json(dl.letter_json(args.entry_id, letter, original=True))
+                print_json(dl.letter_json(letter, original=True))
             else:
-                for key, value in letter.items():
-                    print(f"{key}: {value}")
+                print("\n".join(dl.show_lines(letter)))
         elif args.action == "requeue":
             new_id = await dl.requeue(redis, args.entry_id, maxlen=settings.stream_maxlen)
             print(f"requeued {args.entry_id} as {new_id}")

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from pydantic import ValidationError
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from shared.constants import EVENT_STREAMS, STREAM_DEAD_LETTER
-from shared.events import decode_fields, text
-from shared.logging import printable
-from shared.signing import is_signed
+from shared.events import DeadLetter, decode_fields, text
+from shared.ids import iso
+from shared.logging import mask, printable
+from shared.signing import SignatureError, is_signed, verify
 
 # Where a dead letter may go back to: an event stream, never the dead-letter stream itself.
 REQUEUE_TARGETS = frozenset(EVENT_STREAMS.values()) - {STREAM_DEAD_LETTER}
@@ -31,48 +36,111 @@ def parse_duration(text: str) -> int:
     return int(match.group(1)) * _UNIT_S[match.group(2)]
 
 
-async def list_letters(redis: Redis, count: int = 50) -> list[tuple[str, dict[str, str]]]:
+@dataclass(frozen=True, slots=True)
+class Letter:
+    """One entry of stream:dead_letter. `event` is the letter when the entry is a `DeadLetter`
+    signed with EVENT_SIGNING_KEY; otherwise (an old, malformed or foreign entry: anyone who
+    can write to Redis can add one) it is None, `invalid` says why, and only the raw
+    `fields` are there to show: such a letter is never requeued."""
+
+    id: str
+    fields: dict[str, str]  # as stored (bytes that are not UTF-8 replaced)
+    event: DeadLetter | None
+    invalid: str | None
+
+
+def _lossy(value: Any) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def read_letter(entry_id: str, raw: Mapping[Any, Any]) -> Letter:
+    """The letter in one entry's fields: typed when it is a signed DeadLetter."""
+    try:
+        fields = decode_fields(raw)
+    except UnicodeDecodeError:
+        return Letter(entry_id, {_lossy(k): _lossy(v) for k, v in raw.items()}, None, "not UTF-8")
+    try:
+        verify(fields)
+    except SignatureError as exc:  # "unsigned event" | "bad signature"
+        return Letter(entry_id, fields, None, str(exc))
+    if fields.get("type") != DeadLetter.TYPE:  # e.g. a signed event copied here
+        return Letter(entry_id, fields, None, "not a dead_letter entry")
+    try:
+        event = DeadLetter.from_fields(fields)
+    except ValidationError as exc:
+        names = sorted({str(error["loc"][0]) for error in exc.errors() if error["loc"]})
+        return Letter(entry_id, fields, None, f"malformed: {', '.join(names) or 'fields'}")
+    except ValueError:
+        return Letter(entry_id, fields, None, "malformed")
+    return Letter(entry_id, fields, event, None)
+
+
+async def list_letters(redis: Redis, count: int = 50) -> list[Letter]:
     entries = await redis.xrevrange(STREAM_DEAD_LETTER, count=count) or []
-    return [(text(eid), decode_fields(f)) for eid, f in entries if f is not None]
+    return [read_letter(text(eid), f) for eid, f in entries if f is not None]
 
 
-async def get_letter(redis: Redis, entry_id: str) -> dict[str, str]:
-    entries = await redis.xrange(STREAM_DEAD_LETTER, min=entry_id, max=entry_id) or []
+async def get_letter(redis: Redis, entry_id: str) -> Letter:
+    try:
+        entries = await redis.xrange(STREAM_DEAD_LETTER, min=entry_id, max=entry_id) or []
+    except ResponseError:  # not a stream id
+        entries = []
     if not entries or entries[0][1] is None:
-        raise DeadLetterError(f"no dead letter {entry_id}")
-    return decode_fields(entries[0][1])
+        raise DeadLetterError(f"no dead letter {printable(entry_id, limit=40)}")
+    return read_letter(entry_id, entries[0][1])
+
+
+def _original(event: DeadLetter) -> dict[str, str] | None:
+    """The failed entry's fields, when `original` holds them: a JSON object of strings."""
+    try:
+        data = orjson.loads(event.original)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(data, dict) or not data:
+        return None
+    if not all(isinstance(value, str) for value in data.values()):
+        return None
+    return data
 
 
 async def requeue(redis: Redis, entry_id: str, *, maxlen: int) -> str:
     """Put the original entry back on its stream, untouched (same trade_id, so the stages'
-    idempotency holds, and same signature), and remove the dead letter, atomically."""
+    idempotency holds, and same signature), and remove the dead letter, atomically.
+
+    Only a letter signed with the key (one the worker wrote) whose entry is signed too."""
     letter = await get_letter(redis, entry_id)
-    original = orjson.loads(letter["original"])
-    if not isinstance(original, dict) or not letter.get("stream"):
-        raise DeadLetterError(f"dead letter {entry_id} has no original entry to requeue")
-    stream = letter["stream"]
-    if stream not in REQUEUE_TARGETS:
-        # A letter is signed, yet an old one (or one written by a holder of the key) may name
-        # any key: never write to one unless it is an event stream.
+    shown_id = printable(entry_id, limit=40)
+    if letter.event is None:
         raise DeadLetterError(
-            f"dead letter {entry_id} names stream {printable(stream, limit=80)!r}, "
+            f"dead letter {shown_id} is not a valid dead letter ({letter.invalid}): only a "
+            "DeadLetter signed with EVENT_SIGNING_KEY is requeued"
+        )
+    original = _original(letter.event)
+    if original is None:
+        raise DeadLetterError(f"dead letter {shown_id} has no original entry to requeue")
+    stream = letter.event.from_stream
+    if stream not in REQUEUE_TARGETS:
+        # An old letter, or one written by a holder of the key, may name any key: never
+        # write to one unless it is an event stream.
+        raise DeadLetterError(
+            f"dead letter {shown_id} names stream {printable(stream, limit=80)!r}, "
             f"not an event stream ({', '.join(sorted(REQUEUE_TARGETS))}): not requeued"
         )
-    kind = str(original.get("type", ""))
+    kind = original.get("type", "")
     if EVENT_STREAMS.get(kind) != stream:
         # The entry's (signed) type says where it belongs; a letter cannot move it elsewhere.
         raise DeadLetterError(
-            f"dead letter {entry_id}: its entry is of type {printable(kind, limit=40)!r}, "
+            f"dead letter {shown_id}: its entry is of type {printable(kind, limit=40)!r}, "
             f"which does not belong on {stream}: not requeued"
         )
-    if not is_signed({str(k): str(v) for k, v in original.items()}):
+    if not is_signed(original):
         # Requeued untouched, it keeps its signature; one that has none would only come back.
         raise DeadLetterError(
-            f"dead letter {entry_id} is unsigned or badly signed (not written by a holder of "
+            f"dead letter {shown_id} is unsigned or badly signed (not written by a holder of "
             "EVENT_SIGNING_KEY): not requeued"
         )
     pipe = redis.pipeline(transaction=True)
-    pipe.xadd(letter["stream"], original, maxlen=maxlen, approximate=True)
+    pipe.xadd(stream, original, maxlen=maxlen, approximate=True)  # type: ignore[arg-type]
     pipe.xdel(STREAM_DEAD_LETTER, entry_id)
     new_id, _ = await pipe.execute()
     return new_id.decode() if isinstance(new_id, bytes) else str(new_id)
@@ -87,12 +155,40 @@ async def purge(redis: Redis, older_than_s: int) -> int:
     return int(await redis.xtrim(STREAM_DEAD_LETTER, minid=f"{cutoff_ms}-0", approximate=False))
 
 
-def describe(entry_id: str, letter: dict[str, str]) -> str:
-    error = letter.get("error", "")
+def _view(letter: Letter) -> dict[str, Any]:
+    """What list/show print: the typed letter's fields (by their stream names), or the raw
+    fields of an invalid one."""
+    if letter.event is None:
+        return dict(letter.fields)
+    view = letter.event.model_dump(by_alias=True)
+    view["occurred_at"] = iso(letter.event.occurred_at)
+    return view
+
+
+def _shown(value: Any, limit: int | None = None) -> str:
+    """A value for the terminal: secrets masked, control characters escaped."""
+    return printable(mask(str(value)), limit=limit)
+
+
+def describe(letter: Letter) -> str:
+    """One line of `dead-letter list`; an invalid letter is marked, from its raw fields."""
+    view = _view(letter)
+    mark = "" if letter.event is not None else f"[invalid: {_shown(letter.invalid)}]  "
     return (
-        f"{entry_id}  {letter.get('stream', '?')}  trade={letter.get('trade_id', '-')}  "
-        f"deliveries={letter.get('deliveries', '?')}  {error[:100]}"
+        f"{_shown(letter.id)}  {_shown(view.get('stream') or '?', 80)}  "
+        f"trade={_shown(view.get('trade_id') or '-', 80)}  "
+        f"deliveries={_shown(view.get('deliveries', '?'), 20)}  "
+        f"{mark}{_shown(view.get('error') or '', 100)}"
     )
+
+
+def show_lines(letter: Letter) -> list[str]:
+    """`dead-letter show`: every stored field (all covered by the letter's signature when it
+    is valid), masked and escaped; an invalid letter says so first."""
+    lines = [f"{_shown(k)}: {_shown(v)}" for k, v in letter.fields.items()]
+    if letter.event is None:
+        lines.insert(0, f"invalid: {_shown(letter.invalid)} (raw fields below; never requeued)")
+    return lines
 
 
 # `dead-letter list --json` / `show --json`: one object per dead letter, these keys.
@@ -108,35 +204,38 @@ JSON_KEYS = {
     "deliveries": "times it was delivered (int), or null",
     "error": "the last error (secrets masked)",
     "occurred_at": "when it was dead-lettered (ISO 8601), or null",
+    "invalid": "null, or why it is no signed DeadLetter (then raw fields; never requeued)",
     "original": "the failed entry's fields (object), or null; `show` only",
 }
 
 
-def _int_or_none(value: str | None) -> int | None:
+def _int_or_none(value: int | str | None) -> int | None:
     try:
         return None if value is None else int(value)
     except ValueError:
         return None
 
 
-def letter_json(entry_id: str, letter: dict[str, str], *, original: bool) -> dict[str, Any]:
+def letter_json(letter: Letter, *, original: bool) -> dict[str, Any]:
     """A dead letter in the stable --json shape (JSON_KEYS); `original` only with original."""
+    view = _view(letter)
     out: dict[str, Any] = {
-        "id": entry_id,
-        "stream": letter.get("stream"),
-        "group": letter.get("group"),
-        "entry_id": letter.get("entry_id"),
-        "trade_id": letter.get("trade_id"),
-        "netuid": _int_or_none(letter.get("netuid")),
-        "hotkey": letter.get("hotkey"),
-        "source": letter.get("source"),
-        "deliveries": _int_or_none(letter.get("deliveries")),
-        "error": letter.get("error", ""),
-        "occurred_at": letter.get("occurred_at"),
+        "id": letter.id,
+        "stream": view.get("stream"),
+        "group": view.get("group"),
+        "entry_id": view.get("entry_id"),
+        "trade_id": view.get("trade_id"),
+        "netuid": _int_or_none(view.get("netuid")),
+        "hotkey": view.get("hotkey"),
+        "source": view.get("source"),
+        "deliveries": _int_or_none(view.get("deliveries")),
+        "error": mask(view.get("error") or ""),
+        "occurred_at": view.get("occurred_at"),
+        "invalid": letter.invalid,
     }
     if original:
         try:
-            fields = orjson.loads(letter.get("original", ""))
+            fields = orjson.loads(view.get("original") or "")
         except orjson.JSONDecodeError:
             fields = None
         out["original"] = fields if isinstance(fields, dict) else None

@@ -16,6 +16,7 @@ from pipeline.ops import deadletters, replay, streams
 from shared.bus import publish
 from shared.constants import STREAM_DEAD_LETTER
 from shared.events import DividendRequested
+from shared.signing import sign
 from tests.conftest import TEST_SIGNING_KEY
 from tests.fakes.chain import ALICE
 from tests.helptext import undocumented
@@ -107,22 +108,24 @@ async def _dead_letter(redis: Redis) -> str:
     original = {"type": "tweets_fetched", "trade_id": "dl-trade", "netuid": "3", "n": "1"}
     entry_id = await redis.xadd(
         STREAM_DEAD_LETTER,
-        {
-            "type": "dead_letter",
-            "version": "1",
-            "event_id": "ev-1",
-            "occurred_at": "2026-01-01T00:00:00+00:00",
-            "trade_id": "dl-trade",
-            "netuid": "3",
-            "hotkey": ALICE,
-            "source": "api",
-            "stream": "stream:tweets_fetched",
-            "group": "sentiment",
-            "entry_id": "1-0",
-            "deliveries": "5",
-            "error": "ValueError: bad {score}\nnext",
-            "original": orjson.dumps(original).decode(),
-        },
+        sign(  # as the worker writes it: a signed DeadLetter
+            {
+                "type": "dead_letter",
+                "version": "1",
+                "event_id": "ev-1",
+                "occurred_at": "2026-01-01T00:00:00+00:00",
+                "trade_id": "dl-trade",
+                "netuid": "3",
+                "hotkey": ALICE,
+                "source": "api",
+                "stream": "stream:tweets_fetched",
+                "group": "sentiment",
+                "entry_id": "1-0",
+                "deliveries": "5",
+                "error": "ValueError: bad {score}\nnext",
+                "original": orjson.dumps(original).decode(),
+            }
+        ),
     )
     return str(entry_id.decode() if isinstance(entry_id, bytes) else entry_id)
 
@@ -206,6 +209,7 @@ class TestJsonOutput:
         assert letter["stream"] == "stream:tweets_fetched" and letter["group"] == "sentiment"
         assert letter["trade_id"] == "dl-trade" and letter["netuid"] == 3
         assert letter["deliveries"] == 5 and letter["error"] == "ValueError: bad {score}\nnext"
+        assert letter["invalid"] is None and letter["occurred_at"] == "2026-01-01T00:00:00.000Z"
         shown = _json(_run(env, "dead-letter", "show", letter_id, "--json"))
         assert list(shown) == list(deadletters.JSON_KEYS)
         assert {k: v for k, v in shown.items() if k != "original"} == letter

@@ -1,28 +1,25 @@
 """A requeued dead letter goes back only to the event stream its (signed) entry belongs on.
 
-The letter's own fields (`stream` among them) are not signed: anything that can write to
-Redis can add a letter carrying a genuine signed entry copied from a stream, and name any key
-as where it goes back to.
+Only a letter signed with the key is requeued (tests/pipeline/ops/test_deadletters.py), yet an
+old letter, or one written by a holder of the key, may name any key as where its genuine
+signed entry goes back to.
 """
 
 from __future__ import annotations
 
-import orjson
 import pytest
 from redis.asyncio import Redis
 
 from pipeline.ops import deadletters
 from shared.constants import STREAM_DEAD_LETTER, STREAM_DIVIDEND_REQUESTED, STREAM_SENTIMENT_SCORED
-from shared.events import DividendRequested
+from shared.events import DeadLetter, DividendRequested
 from tests.fakes.chain import ALICE
 
 
 async def letter(redis: Redis, stream: str) -> str:
     signed = DividendRequested(trade_id="t-1", netuid=3, hotkey=ALICE, source="api").to_fields()
-    entry_id = await redis.xadd(
-        STREAM_DEAD_LETTER,
-        {"stream": stream, "original": orjson.dumps(signed).decode(), "error": "x"},
-    )
+    dead = DeadLetter.of(stream, "tweets", "1-0", signed, deliveries=3, error="x")
+    entry_id = await redis.xadd(STREAM_DEAD_LETTER, dead.to_fields())  # type: ignore[arg-type]
     return entry_id.decode()
 
 

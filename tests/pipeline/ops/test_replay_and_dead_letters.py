@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 
-import orjson
 import pytest
 from redis.asyncio import Redis
 
@@ -20,7 +19,7 @@ from shared.constants import (
     STREAM_STAKE_EXECUTED,
 )
 from shared.db.models import StakeAction, Trade
-from shared.events import DividendRequested
+from shared.events import DeadLetter, DividendRequested
 from shared.ids import new_id
 from shared.settings import Settings
 from shared.trades import TradeTrigger, cooldown_key
@@ -106,12 +105,13 @@ async def test_requeued_dead_letter_completes_once(
             maxlen=1000,
         )
 
-        async def dead() -> list[tuple[str, dict[str, str]]]:
+        async def dead() -> list[deadletters.Letter]:
             return await deadletters.list_letters(redis)
 
-        [(letter_id, letter)] = await eventually(dead)
-        assert letter["trade_id"] == trade_id and letter["stream"] == "stream:dividend_requested"
-        await deadletters.requeue(redis, letter_id, maxlen=1000)
+        [letter] = await eventually(dead)
+        assert letter.event is not None and letter.event.trade_id == trade_id
+        assert letter.event.from_stream == "stream:dividend_requested"
+        await deadletters.requeue(redis, letter.id, maxlen=1000)
         assert await redis.xlen(STREAM_DEAD_LETTER) == 0
         action = await eventually(lambda: _settled(trade_id))
     assert action.status == "succeeded" and len(staker.extrinsics) == 1
@@ -121,7 +121,7 @@ async def test_purge_and_durations(redis: Redis) -> None:
     await redis.xadd(STREAM_DEAD_LETTER, {"error": "old"}, id="1000-0")
     await redis.xadd(STREAM_DEAD_LETTER, {"error": "new"})
     assert await deadletters.purge(redis, deadletters.parse_duration("1h")) == 1
-    assert [f["error"] for _, f in await deadletters.list_letters(redis)] == ["new"]
+    assert [letter.fields["error"] for letter in await deadletters.list_letters(redis)] == ["new"]
     assert deadletters.parse_duration("7d") == 604800
     with pytest.raises(deadletters.DeadLetterError):
         deadletters.parse_duration("soon")
@@ -180,10 +180,14 @@ async def test_replays_are_resigned_and_forged_entries_never_replayed(
 
 async def test_requeue_keeps_the_signature_and_refuses_forgeries(redis: Redis) -> None:
     original = DividendRequested(trade_id="t-dl", netuid=3, hotkey=ALICE, source="api").to_fields()
-    letter = {"stream": STREAM_DIVIDEND_REQUESTED, "trade_id": "t-dl", "error": "Drop: x"}
-    good = await redis.xadd(STREAM_DEAD_LETTER, {**letter, "original": orjson.dumps(original)})
     unsigned = {k: v for k, v in original.items() if k != "sig"}
-    bad = await redis.xadd(STREAM_DEAD_LETTER, {**letter, "original": orjson.dumps(unsigned)})
+    good, bad = [  # signed letters, as the worker writes them
+        await redis.xadd(STREAM_DEAD_LETTER, dead.to_fields())  # type: ignore[arg-type]
+        for dead in (
+            DeadLetter.of(STREAM_DIVIDEND_REQUESTED, "tweets", "1-0", f, deliveries=3, error="x")
+            for f in (original, unsigned)
+        )
+    ]
     with pytest.raises(deadletters.DeadLetterError, match="unsigned or badly signed"):
         await deadletters.requeue(redis, bad.decode(), maxlen=100)
     new_id_ = await deadletters.requeue(redis, good.decode(), maxlen=100)
