@@ -21,7 +21,14 @@ from gateway.tokens import (
     revoke_token,
     scopes_arg,
 )
-from shared.cli import HelpFormatter, command_parser, json_help, port_number, print_json
+from shared.cli import (
+    HelpFormatter,
+    add_command_group,
+    command_parser,
+    json_help,
+    port_number,
+    print_json,
+)
 from shared.db.config import tortoise_config
 from shared.db.migrate import ensure_sqlite_dir
 from shared.settings import Settings, get_settings
@@ -53,13 +60,13 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="TCP port to listen on (default: the PORT setting)",
     )
-    tokens = sub.add_parser(
+    tsub = add_command_group(
+        sub,
         "tokens",
         help="manage stored API tokens",
         description="Create, list and revoke the API tokens stored in the database "
         "(only their hashes are kept).",
     )
-    tsub = tokens.add_subparsers(dest="action", required=True, metavar="ACTION")
     create = tsub.add_parser(
         "create",
         help="create a token (printed once, as the last line)",

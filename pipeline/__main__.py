@@ -22,7 +22,7 @@ from loguru import logger
 
 from pipeline.ops import deadletters, replay, streams
 from pipeline.runner import STAGE_NAMES, build_worker
-from shared.cli import HelpFormatter, command_parser, json_help, print_json
+from shared.cli import HelpFormatter, add_command_group, command_parser, json_help, print_json
 from shared.logging import configure_logging
 from shared.redis import create_redis
 from shared.settings import Settings, get_settings
@@ -115,12 +115,12 @@ def _parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="show what would be published, publish nothing"
     )
     replay_cmd.add_argument("--json", action="store_true", help="print JSON (keys below)")
-    dead = sub.add_parser(
+    dsub = add_command_group(
+        sub,
         "dead-letter",
         help="entries that failed MAX_DELIVERIES times",
         description="Inspect, requeue or purge stream:dead_letter.",
     )
-    dsub = dead.add_subparsers(dest="action", required=True, metavar="ACTION")
     letter_epilog = json_help("one object", deadletters.JSON_KEYS)
     dlist = dsub.add_parser(
         "list",

@@ -1,5 +1,5 @@
-"""Helpers both command lines share: the parser with --version, JSON output and its
-documented keys, argument types."""
+"""Helpers both command lines share: the parser with --version, its subcommands, JSON output
+and its documented keys, argument types."""
 
 from __future__ import annotations
 
@@ -35,6 +35,20 @@ class HelpFormatter(argparse.HelpFormatter):
         if "\n" in text:
             return "".join(indent + line for line in text.splitlines(keepends=True))
         return super()._fill_text(text, width, indent)
+
+
+def add_command_group(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    *,
+    help: str,
+    description: str,
+) -> argparse._SubParsersAction[argparse.ArgumentParser]:
+    """A subcommand made of actions (`tokens create`, `dead-letter list`): `help` is its line
+    in the parent's --help, `description` opens its own. Returns the subparsers to add the
+    actions to; one must be given, and the chosen one is `args.action`."""
+    group = commands.add_parser(name, help=help, description=description)
+    return group.add_subparsers(dest="action", required=True, metavar="ACTION")
 
 
 def json_help(shape: str, keys: Mapping[str, str]) -> str:

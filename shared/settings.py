@@ -104,6 +104,10 @@ class Settings(BaseSettings):
     stake_max_tao: PositiveFloat = 1.0
     staking_enabled: bool = True
     stake_dry_run: bool = False
+    stake_submit_timeout_s: PositiveFloat = 120.0
+    # Unsettled stake actions older than submit timeout + margin are reconciled from chain.
+    stake_settle_margin_s: NonNegativeFloat = 30.0
+    stake_reconcile_every_s: PositiveFloat = 30.0
     trade_by_default: bool = True
     trade_cooldown_s: PositiveInt = 300
     cache_ttl_s: PositiveInt = 120
@@ -126,10 +130,11 @@ class Settings(BaseSettings):
     rescore_interval_s: PositiveInt = 900
     rescore_window_s: PositiveInt = 86_400
     watchlist: str = ""
-    max_deliveries: PositiveInt = 5
     worker_concurrency: PositiveInt = 32
     # Entries a batch stage (tweets, sentiment) reads and writes together, at most.
     worker_batch: PositiveInt = 32
+    stream_maxlen: int = Field(100_000, ge=100)
+    max_deliveries: PositiveInt = 5
     worker_handler_timeout_s: PositiveFloat = 240.0
     # Entries of a consumer silent this long are reclaimed; a running handler keeps its
     # entries fresh, so this may be shorter than the handler timeout.
@@ -138,11 +143,6 @@ class Settings(BaseSettings):
     # (no delivery spent): first after this, doubling up to the max.
     worker_outage_backoff_s: PositiveFloat = 0.5
     worker_outage_backoff_max_s: PositiveFloat = 15.0
-    stake_submit_timeout_s: PositiveFloat = 120.0
-    # Unsettled stake actions older than submit timeout + margin are reconciled from chain.
-    stake_settle_margin_s: NonNegativeFloat = 30.0
-    stake_reconcile_every_s: PositiveFloat = 30.0
-    stream_maxlen: int = Field(100_000, ge=100)
 
     # --- metrics (the pipeline's own Prometheus endpoint; the gateway serves /metrics) ----
     # Each pipeline process serves GET /metrics here; 0 turns the endpoint off. Beat has no
@@ -160,6 +160,13 @@ class Settings(BaseSettings):
     @classmethod
     def _upper_level(cls, value: str) -> str:
         return value.upper()
+
+    @property
+    def stake_settle_after_s(self) -> float:
+        """Age past which an unsettled stake action is no longer in its submitter's hands
+        (STAKE_SUBMIT_TIMEOUT_S + STAKE_SETTLE_MARGIN_S): settlement proves it from the chain,
+        and a crashed holder's coldkey lane has expired by then."""
+        return self.stake_submit_timeout_s + self.stake_settle_margin_s
 
     @property
     def stake_lane_wait_s(self) -> float:

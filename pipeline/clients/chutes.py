@@ -68,18 +68,14 @@ class ChutesClient(APIClient):
 
     @classmethod
     def from_settings(
-        cls,
-        settings: Settings,
-        *,
-        session: aiohttp.ClientSession | None = None,
-        retry: RetryPolicy | None = None,
+        cls, settings: Settings, *, session: aiohttp.ClientSession | None = None
     ) -> ChutesClient:
         return cls(
             settings.chutes_api_key,
             base_url=settings.chutes_base_url,
             model=settings.chutes_model,
             timeout_s=settings.chutes_timeout_s,
-            retry=retry or RetryPolicy(max_retries=settings.http_max_retries),
+            retry=RetryPolicy(max_retries=settings.http_max_retries),
             session=session,
             max_body_bytes=settings.http_max_body_bytes,
         )

@@ -194,7 +194,6 @@ class DaturaClient(APIClient):
         *,
         session: aiohttp.ClientSession | None = None,
         cache: TweetCache | None = None,
-        retry: RetryPolicy | None = None,
     ) -> DaturaClient:
         """Client configured from DATURA_* / TWEET_* settings; in-process cache unless given one."""
         if cache is None and settings.tweet_cache_ttl_s > 0:
@@ -205,7 +204,7 @@ class DaturaClient(APIClient):
             timeout_s=settings.datura_timeout_s,
             query_template=settings.tweet_query_template,
             count=settings.tweet_count,
-            retry=retry or RetryPolicy(max_retries=settings.http_max_retries),
+            retry=RetryPolicy(max_retries=settings.http_max_retries),
             session=session,
             cache=cache,
             max_body_bytes=settings.http_max_body_bytes,

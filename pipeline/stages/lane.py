@@ -96,11 +96,7 @@ class ColdkeyLane:
         # A live holder needs at most one account read and one submit; a crashed holder's
         # lock must expire by the time its row is due for reconciliation, or the trade stays
         # unsettled (and the coldkey blocked) for as long as the TTL.
-        ttl_s = (
-            settings.chain_timeout_s
-            + settings.stake_submit_timeout_s
-            + settings.stake_settle_margin_s
-        )
+        ttl_s = settings.chain_timeout_s + settings.stake_settle_after_s
         # Wait for the coldkey only as long as one try's time allows after its own account
         # read, signature and submit (the settings refuse a budget that leaves no wait):
         # a try that times out mid-submit would spend a delivery and cancel the submit.

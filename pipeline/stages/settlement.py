@@ -221,7 +221,9 @@ class Settlement:
     ) -> None:
         self._staker = staker
         self._announce = announce
-        self._settings = settings
+        # A row younger than this may still be in its submitter's hands.
+        self._min_age = timedelta(seconds=settings.stake_settle_after_s)
+        self._slippage_tolerance = settings.slippage_tolerance
         self._limit = limit
         # action id -> last block searched: each sweep goes on from there.
         self._scanned: dict[int, int] = {}
@@ -230,11 +232,7 @@ class Settlement:
 
     async def sweep(self) -> int:
         """Settle what can be proven now; returns how many rows were settled."""
-        settings = self._settings
-        # A row younger than this may still be in its submitter's hands.
-        cutoff = utcnow() - timedelta(
-            seconds=settings.stake_submit_timeout_s + settings.stake_settle_margin_s
-        )
+        cutoff = utcnow() - self._min_age
         rows = (
             await StakeAction.filter(
                 status__in=UNSETTLED, coldkey=self._staker.coldkey, updated_at__lt=cutoff
@@ -280,7 +278,7 @@ class Settlement:
             outcome = search.outcome
             reason = f"settled from the chain: extrinsic found in block {outcome.block}"
             if not outcome.success:
-                reason += "; " + failure_reason(outcome, self._settings.slippage_tolerance)
+                reason += "; " + failure_reason(outcome, self._slippage_tolerance)
             return await self._finish(action, outcome, reason)
         if search.included is not None:
             return await self._included(action, search.included)

@@ -109,7 +109,6 @@ class StakeAction(TradeRecord):
     success = fields.BooleanField(null=True)
     message = fields.TextField(null=True)
     error_name = fields.CharField(max_length=64, null=True)
-    extrinsic_hash = fields.CharField(max_length=80, null=True)
     block_hash = fields.CharField(max_length=80, null=True)
     block = fields.IntField(null=True)
     fee_rao = fields.BigIntField(null=True)
@@ -121,6 +120,7 @@ class StakeAction(TradeRecord):
     submitted_at = fields.DatetimeField(null=True)
     # The signed extrinsic, stored before it is sent: settlement looks for this hash in the
     # blocks of its mortality window [era_start_block, era_end_block], never at balances.
+    extrinsic_hash = fields.CharField(max_length=80, null=True)
     extrinsic_nonce = fields.IntField(null=True)
     era_start_block = fields.IntField(null=True)
     era_end_block = fields.IntField(null=True)
