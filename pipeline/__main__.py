@@ -19,11 +19,19 @@ import sys
 
 import uvloop
 from loguru import logger
+from redis.exceptions import RedisError
 
 from pipeline.ops import deadletters, replay, streams
 from pipeline.runner import STAGE_NAMES, build_worker
-from shared.cli import HelpFormatter, add_command_group, command_parser, json_help, print_json
-from shared.logging import configure_logging
+from shared.cli import (
+    HelpFormatter,
+    add_command_group,
+    command_parser,
+    json_help,
+    positive_int,
+    print_json,
+)
+from shared.logging import configure_logging, printable
 from shared.redis import create_redis
 from shared.settings import Settings, get_settings
 from shared.signing import SigningKeyMissing, configure_signing
@@ -133,7 +141,7 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=HelpFormatter,
     )
     dlist.add_argument(
-        "--count", type=int, default=50, help="how many to show (default: %(default)s)"
+        "--count", type=positive_int, default=50, help="how many to show (default: %(default)s)"
     )
     dlist.add_argument("--json", action="store_true", help="print JSON (keys below)")
     dshow = dsub.add_parser(
@@ -306,6 +314,9 @@ async def _dead_letter(settings: Settings, args: argparse.Namespace) -> int:
             print(f"purged {removed} dead letters older than {args.older_than}")
     except dl.DeadLetterError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except (RedisError, OSError) as exc:
+        print(f"error: Redis: {printable(str(exc), limit=200)}", file=sys.stderr)
         return 1
     finally:
         await redis.aclose()

@@ -149,7 +149,7 @@ class Intake:
                 if error is not None:  # slots released first: a backoff holds no capacity
                     await self._pause(log, "read failed", error, backoff)
         finally:
-            await client.aclose()
+            await reader.aclose()
 
     async def reclaim_loop(self) -> None:
         """Every `claim_every_s`, take over entries idle for `claim_idle_ms` in every stage."""
@@ -285,23 +285,24 @@ class Intake:
 
 class _ReaderConnection:
     """A reader's own connection and its CLIENT ID (what `Intake.stop` unblocks), asked once
-    per connection, not before every blocking read: a reconnect (redis-py's, inside any
-    command) asks again before its first command, from a connect callback, so `stop` never
-    unblocks the id of a closed connection."""
+    per connection, not before every blocking read. A connection that dropped forgets its id
+    before the reader blocks again, and a reconnect (redis-py's, inside any command) asks for
+    the new one before its first command, from a connect callback."""
 
     def __init__(self, redis: Redis) -> None:
         self.client = redis.client()
         self.id: int | None = None
-        self._watching = False
+        self._connection: Any = None
 
     async def ask_id(self) -> None:
         """Know the connection's id (one round trip the first time, none after)."""
-        if not self._watching:
+        if self._connection is None:
             await self.client.initialize()
-            connection = self.client.connection
-            assert connection is not None  # a single-connection client holds one once initialised
-            connection.register_connect_callback(self._connected)  # type: ignore[no-untyped-call]
-            self._watching = True
+            self._connection = self.client.connection
+            assert self._connection is not None  # a single-connection client holds one
+            self._connection.register_connect_callback(self._connected)
+        if not self._connection.is_connected:
+            self.id = None  # its id may be another client's by now
         if self.id is None:
             self.id = int(await self.client.client_id())
 
@@ -309,6 +310,12 @@ class _ReaderConnection:
         self.id = None
         await connection.send_command("CLIENT", "ID")
         self.id = int(await connection.read_response())
+
+    async def aclose(self) -> None:
+        """Give the connection back to the pool without this reader's callback on it."""
+        if self._connection is not None:
+            self._connection.deregister_connect_callback(self._connected)
+        await self.client.aclose()
 
 
 def _group_missing(exc: ResponseError) -> bool:

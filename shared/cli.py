@@ -4,6 +4,7 @@ and its documented keys, argument types."""
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import textwrap
 from collections.abc import Mapping
@@ -21,9 +22,18 @@ def command_parser(prog: str, description: str) -> argparse.ArgumentParser:
     return parser
 
 
+# Characters JSON may carry raw that a terminal would act on or show out of order: DEL and
+# the C1 controls (U+009B starts an escape sequence like ESC [), line and paragraph
+# separators, and the bidirectional overrides and isolates. orjson escapes only U+0000-U+001F.
+_TERMINAL_UNSAFE = re.compile(r"[\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
 def print_json(value: Any) -> None:
-    """One JSON document on one line of stdout (JSON lines when repeated, e.g. `--watch`)."""
-    sys.stdout.write(orjson.dumps(value, default=str).decode() + "\n")
+    """One JSON document on one line of stdout (JSON lines when repeated, e.g. `--watch`),
+    every character a terminal could act on escaped as \\uXXXX (the same JSON)."""
+    out = orjson.dumps(value, default=str).decode()
+    out = _TERMINAL_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", out)
+    sys.stdout.write(out + "\n")
     sys.stdout.flush()
 
 
@@ -58,6 +68,16 @@ def json_help(shape: str, keys: Mapping[str, str]) -> str:
     lines = textwrap.wrap(f"--json prints {shape}:", width=78)
     lines += [f"  {key.ljust(width)}  {meaning}" for key, meaning in keys.items()]
     return "\n".join(lines)
+
+
+def positive_int(text: str) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {number}")
+    return number
 
 
 def port_number(text: str) -> int:

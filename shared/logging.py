@@ -55,7 +55,9 @@ def mask(text: str) -> str:
     return _BEARER.sub(r"\1" + _MASK, text)
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# Control characters, line and paragraph separators, and the bidirectional overrides and
+# isolates (which would show user data in another order than it has).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 
 def printable(text: str, *, limit: int | None = None) -> str:

@@ -22,6 +22,21 @@ from shared.signing import SignatureError, is_signed, verify
 # Where a dead letter may go back to: an event stream, never the dead-letter stream itself.
 REQUEUE_TARGETS = frozenset(EVENT_STREAMS.values()) - {STREAM_DEAD_LETTER}
 _DURATION = re.compile(r"^(\d+)([smhd])$")
+_ENTRY_ID = re.compile(r"^\d{1,20}-\d{1,20}$")  # a whole stream id: `ms-seq`, as `list` shows
+# Put a letter's entry back and delete the letter as one step, only while the letter is still
+# there: a second requeue of the same letter (another operator, a retry) finds it gone and
+# publishes nothing. An XADD that fails (e.g. the stream key holds another type) stops the
+# script before the letter is deleted. KEYS: dead-letter stream, target stream; ARGV: letter
+# id, MAXLEN, then the entry's field/value pairs.
+_REQUEUE_SCRIPT = """
+local found = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
+if #found == 0 then
+  return false
+end
+local new_id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, 3))
+redis.call('XDEL', KEYS[1], ARGV[1])
+return new_id
+"""
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -80,13 +95,22 @@ async def list_letters(redis: Redis, count: int = 50) -> list[Letter]:
     return [read_letter(text(eid), f) for eid, f in entries if f is not None]
 
 
+def _letter_id(entry_id: str) -> str:
+    """`entry_id` if it is a whole stream id; a bare millisecond would match every letter
+    written in that millisecond."""
+    if not _ENTRY_ID.match(entry_id):
+        raise DeadLetterError(
+            f"not a dead letter id: {printable(entry_id, limit=40)!r} "
+            "(use the whole id `dead-letter list` shows, like 1700000000000-0)"
+        )
+    return entry_id
+
+
 async def get_letter(redis: Redis, entry_id: str) -> Letter:
-    try:
-        entries = await redis.xrange(STREAM_DEAD_LETTER, min=entry_id, max=entry_id) or []
-    except ResponseError:  # not a stream id
-        entries = []
-    if not entries or entries[0][1] is None:
-        raise DeadLetterError(f"no dead letter {printable(entry_id, limit=40)}")
+    entry_id = _letter_id(entry_id)
+    entries = await redis.xrange(STREAM_DEAD_LETTER, min=entry_id, max=entry_id) or []
+    if not entries or entries[0][1] is None or text(entries[0][0]) != entry_id:
+        raise DeadLetterError(f"no dead letter {entry_id}")
     return read_letter(entry_id, entries[0][1])
 
 
@@ -105,11 +129,12 @@ def _original(event: DeadLetter) -> dict[str, str] | None:
 
 async def requeue(redis: Redis, entry_id: str, *, maxlen: int) -> str:
     """Put the original entry back on its stream, untouched (same trade_id, so the stages'
-    idempotency holds, and same signature), and remove the dead letter, atomically.
+    idempotency holds, and same signature), and remove the dead letter, atomically: a letter
+    requeued or purged meanwhile is not put back twice.
 
     Only a letter signed with the key (one the worker wrote) whose entry is signed too."""
     letter = await get_letter(redis, entry_id)
-    shown_id = printable(entry_id, limit=40)
+    shown_id = letter.id
     if letter.event is None:
         raise DeadLetterError(
             f"dead letter {shown_id} is not a valid dead letter ({letter.invalid}): only a "
@@ -139,11 +164,18 @@ async def requeue(redis: Redis, entry_id: str, *, maxlen: int) -> str:
             f"dead letter {shown_id} is unsigned or badly signed (not written by a holder of "
             "EVENT_SIGNING_KEY): not requeued"
         )
-    pipe = redis.pipeline(transaction=True)
-    pipe.xadd(stream, original, maxlen=maxlen, approximate=True)  # type: ignore[arg-type]
-    pipe.xdel(STREAM_DEAD_LETTER, entry_id)
-    new_id, _ = await pipe.execute()
-    return new_id.decode() if isinstance(new_id, bytes) else str(new_id)
+    pairs = [part for item in original.items() for part in item]
+    try:
+        new_id = await redis.eval(
+            _REQUEUE_SCRIPT, 2, STREAM_DEAD_LETTER, stream, letter.id, maxlen, *pairs
+        )
+    except ResponseError as exc:  # nothing was written, the letter stays
+        raise DeadLetterError(
+            f"dead letter {shown_id} not requeued: {printable(str(exc), limit=200)}"
+        ) from exc
+    if new_id is None:
+        raise DeadLetterError(f"dead letter {shown_id} is gone (requeued or purged meanwhile)")
+    return text(new_id)
 
 
 async def count(redis: Redis) -> int:
@@ -151,7 +183,7 @@ async def count(redis: Redis) -> int:
 
 
 async def purge(redis: Redis, older_than_s: int) -> int:
-    cutoff_ms = int((time.time() - older_than_s) * 1000)
+    cutoff_ms = max(0, int((time.time() - older_than_s) * 1000))
     return int(await redis.xtrim(STREAM_DEAD_LETTER, minid=f"{cutoff_ms}-0", approximate=False))
 
 
@@ -209,11 +241,13 @@ JSON_KEYS = {
 }
 
 
-def _int_or_none(value: int | str | None) -> int | None:
+def _int_or_none(value: int | str | None, *, most: int) -> int | None:
+    """`value` as an int in 0..`most`, else None (a raw letter may hold any digits)."""
     try:
-        return None if value is None else int(value)
+        number = None if value is None else int(value)
     except ValueError:
         return None
+    return number if number is not None and 0 <= number <= most else None
 
 
 def letter_json(letter: Letter, *, original: bool) -> dict[str, Any]:
@@ -225,11 +259,11 @@ def letter_json(letter: Letter, *, original: bool) -> dict[str, Any]:
         "group": view.get("group"),
         "entry_id": view.get("entry_id"),
         "trade_id": view.get("trade_id"),
-        "netuid": _int_or_none(view.get("netuid")),
+        "netuid": _int_or_none(view.get("netuid"), most=65535),
         "hotkey": view.get("hotkey"),
         "source": view.get("source"),
-        "deliveries": _int_or_none(view.get("deliveries")),
-        "error": mask(view.get("error") or ""),
+        "deliveries": _int_or_none(view.get("deliveries"), most=2**63 - 1),
+        "error": view.get("error") or "",
         "occurred_at": view.get("occurred_at"),
         "invalid": letter.invalid,
     }
@@ -239,4 +273,15 @@ def letter_json(letter: Letter, *, original: bool) -> dict[str, Any]:
         except orjson.JSONDecodeError:
             fields = None
         out["original"] = fields if isinstance(fields, dict) else None
-    return out
+    return {key: _masked(value) for key, value in out.items()}
+
+
+def _masked(value: Any) -> Any:
+    """`value` with every secret in its strings masked (a raw letter may hold anything)."""
+    if isinstance(value, str):
+        return mask(value)
+    if isinstance(value, dict):
+        return {mask(str(k)): _masked(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_masked(v) for v in value]
+    return value

@@ -7,6 +7,7 @@ invalid, escaped), never crash a command, and are never requeued. Real Redis.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
@@ -154,5 +155,103 @@ async def test_the_commands_never_crash_nor_print_control_characters(
     assert refused.returncode == 1 and refused.stderr.startswith("error: ")
     assert "not a valid dead letter" in refused.stderr
     bad_id = _run(env, "dead-letter", "show", "not-an-id")
-    assert bad_id.returncode == 1 and "no dead letter not-an-id" in bad_id.stderr
+    assert bad_id.returncode == 1 and "not a dead letter id: 'not-an-id'" in bad_id.stderr
+    missing = _run(env, "dead-letter", "show", "1-0")
+    assert missing.returncode == 1 and "no dead letter 1-0" in missing.stderr
     assert await redis.xlen(STREAM_DEAD_LETTER) == 2
+
+
+async def test_two_requeues_of_one_letter_publish_it_once(redis: Redis, redis_url: str) -> None:
+    entry_id = await _add(redis, _letter(_original()))
+    other = Redis.from_url(redis_url)
+    try:
+        results = await asyncio.gather(
+            deadletters.requeue(redis, entry_id, maxlen=100),
+            deadletters.requeue(other, entry_id, maxlen=100),
+            return_exceptions=True,
+        )
+    finally:
+        await other.aclose()
+    published = [r for r in results if isinstance(r, str)]
+    refused = [r for r in results if isinstance(r, deadletters.DeadLetterError)]
+    assert len(published) == 1 and len(refused) == 1, results
+    assert await redis.xlen(STREAM_DIVIDEND_REQUESTED) == 1
+    assert await redis.xlen(STREAM_DEAD_LETTER) == 0
+
+
+async def test_a_letter_gone_between_its_checks_and_its_requeue_is_not_published(
+    redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    entry_id = await _add(redis, _letter(_original()))
+    get_letter = deadletters.get_letter
+
+    async def read_then_lose(client: Redis, letter_id: str) -> deadletters.Letter:
+        letter = await get_letter(client, letter_id)
+        await redis.xdel(STREAM_DEAD_LETTER, letter_id)  # another operator requeued it
+        return letter
+
+    monkeypatch.setattr(deadletters, "get_letter", read_then_lose)
+    with pytest.raises(deadletters.DeadLetterError, match="is gone"):
+        await deadletters.requeue(redis, entry_id, maxlen=100)
+    assert not await redis.exists(STREAM_DIVIDEND_REQUESTED)
+
+
+async def test_an_id_of_a_millisecond_only_is_refused_not_matched(redis: Redis) -> None:
+    async with redis.pipeline(transaction=True) as pipe:  # three letters in one millisecond
+        for n in range(3):
+            pipe.xadd(STREAM_DEAD_LETTER, _letter(_original(f"t-{n}")))  # type: ignore[arg-type]
+        ids = [text(i) for i in await pipe.execute()]
+    millisecond = ids[0].split("-")[0]
+    if ids[-1].split("-")[0] != millisecond:
+        pytest.skip("the letters landed in different milliseconds")
+    with pytest.raises(deadletters.DeadLetterError, match="not a dead letter id"):
+        await deadletters.requeue(redis, millisecond, maxlen=100)
+    with pytest.raises(deadletters.DeadLetterError, match="not a dead letter id"):
+        await deadletters.get_letter(redis, millisecond)
+    assert (await deadletters.get_letter(redis, ids[1])).id == ids[1]
+    assert not await redis.exists(STREAM_DIVIDEND_REQUESTED)
+
+
+async def test_a_requeue_that_cannot_write_keeps_the_letter(redis: Redis) -> None:
+    entry_id = await _add(redis, _letter(_original()))
+    await redis.set(STREAM_DIVIDEND_REQUESTED, "not a stream")  # XADD fails: WRONGTYPE
+    with pytest.raises(deadletters.DeadLetterError, match="not requeued"):
+        await deadletters.requeue(redis, entry_id, maxlen=100)
+    assert await redis.xlen(STREAM_DEAD_LETTER) == 1
+
+
+async def test_json_output_survives_huge_numbers_and_escapes_terminal_controls(
+    redis: Redis, redis_url: str
+) -> None:
+    env = {"REDIS_URL": redis_url, "EVENT_SIGNING_KEY": TEST_SIGNING_KEY}
+    huge = "9" * 30  # a netuid no event has, copied as written into a signed letter
+    fields = {**_original(), "netuid": huge, "hotkey": "a\u009b2Jb\u202ec"}
+    letter = DeadLetter.of(
+        STREAM_DIVIDEND_REQUESTED, "tweets", "1-0", fields, deliveries=5, error="x\u2028y"
+    )
+    entry_id = await _add(redis, letter.to_fields())
+    for args in (("list", "--json"), ("show", entry_id, "--json")):
+        result = _run(env, "dead-letter", *args)
+        assert result.returncode == 0, result.stderr
+        for raw in ("\u009b", "\u202e", "\u2028"):
+            assert raw not in result.stdout
+        shown = orjson.loads(result.stdout)
+        one = shown["letters"][0] if "letters" in shown else shown
+        assert one["netuid"] is None and one["deliveries"] == 5
+        assert one["hotkey"] == "a\u009b2Jb\u202ec"  # the same JSON, escaped
+        assert one["error"] == "x\u2028y"
+
+
+async def test_bad_counts_and_durations_are_errors_not_tracebacks(
+    redis: Redis, redis_url: str
+) -> None:
+    env = {"REDIS_URL": redis_url, "EVENT_SIGNING_KEY": TEST_SIGNING_KEY}
+    await _add(redis, _letter(_original()))
+    for count in ("0", "-3"):
+        result = _run(env, "dead-letter", "list", "--count", count)
+        assert result.returncode == 2 and "must be 1 or more" in result.stderr
+        assert "Traceback" not in result.stderr
+    purged = _run(env, "dead-letter", "purge", "--older-than", "99999999d")
+    assert purged.returncode == 0, purged.stderr
+    assert "purged 0 dead letters" in purged.stdout
+    assert await redis.xlen(STREAM_DEAD_LETTER) == 1
