@@ -6,13 +6,16 @@ to `stop` without a round trip before every read."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Sequence
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import ConnectionPool, Redis
+from redis.exceptions import RedisError
 
 from pipeline.entries import Outcomes, StreamEntry
+from pipeline.intake import _ReaderConnection
 from shared.constants import STREAM_DEAD_LETTER
 from tests.pipeline.batching import GROUP, batch_worker, running, text, wait_until
 
@@ -224,3 +227,40 @@ class TestBlockedReader:
 
 async def _other_blocked_reader(redis: Redis, old: int) -> bool:
     return any(i != old for i in await blocked_readers(redis))
+
+
+class TestReaderConnection:
+    async def test_a_dropped_connection_forgets_its_id_before_the_next_block(
+        self, redis: Redis
+    ) -> None:
+        reader = _ReaderConnection(redis)
+        try:
+            await reader.ask_id()
+            first = reader.id
+            await redis.client_kill_filter(_id=first)
+            with contextlib.suppress(RedisError, OSError):
+                await reader.client.ping()  # the drop is seen (a blocked read would see it)
+            await reader.ask_id()
+            assert reader.id != first
+            assert reader.id == int(await reader.client.client_id())
+        finally:
+            await reader.aclose()
+
+    async def test_a_closed_reader_leaves_no_callback_on_the_pooled_connection(
+        self, redis: Redis, redis_url: str
+    ) -> None:
+        pool = ConnectionPool.from_url(redis_url, max_connections=1)  # one connection, reused
+        shared = Redis(connection_pool=pool)
+        try:
+            reader = _ReaderConnection(shared)
+            await reader.ask_id()
+            first = reader.id
+            await reader.aclose()
+            await redis.client_kill_filter(_id=first)  # its next user reconnects it
+            for _ in range(3):
+                with contextlib.suppress(RedisError, OSError):
+                    await shared.ping()
+            assert reader.id == first  # no CLIENT ID ran for the closed reader
+        finally:
+            await shared.aclose()
+            await pool.aclose()
