@@ -64,16 +64,11 @@ class StreamEvent(BaseModel):
         if kind is not None and kind != cls.TYPE:
             raise ValueError(f"entry of type {kind!r} where {cls.TYPE!r} was expected")
         data: dict[str, Any] = {}
-        for name, info in cls.model_fields.items():
-            key = info.alias or name
+        for key, nested in _entry_keys(cls):
             if key not in fields:
                 continue
             value = fields[key]
-            annotation = str(info.annotation)
-            if value[:1] in "[{" and ("list" in annotation or "dict" in annotation):
-                data[key] = orjson.loads(value)
-            else:
-                data[key] = value
+            data[key] = orjson.loads(value) if nested and value[:1] in "[{" else value
         return cls.model_validate(data)
 
 
@@ -105,6 +100,21 @@ class Event(StreamEvent):
 
 
 E = TypeVar("E", bound=Event)
+
+
+_ENTRY_KEYS: dict[type[StreamEvent], tuple[tuple[str, bool], ...]] = {}
+
+
+def _entry_keys(cls: type[StreamEvent]) -> tuple[tuple[str, bool], ...]:
+    """(entry field name, holds JSON) for each field of `cls`: a list or dict field is one
+    JSON field of the entry. Worked out once per class."""
+    keys = _ENTRY_KEYS.get(cls)
+    if keys is None:
+        keys = _ENTRY_KEYS[cls] = tuple(
+            (info.alias or name, any(k in str(info.annotation) for k in ("list", "dict")))
+            for name, info in cls.model_fields.items()
+        )
+    return keys
 
 
 def text(value: Any) -> str:
