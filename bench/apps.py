@@ -35,4 +35,4 @@ def product() -> FastAPI:
     """The real gateway as deployed (auth, rate limits, metrics, logs), chain replaced by a fake
     that answers after 20 ms like a nearby node."""
     data = {n: {"5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY": n * 1000} for n in range(64)}
-    return create_app(get_settings(), chain=FakeChain(data, delay_s=0.02))
+    return create_app(get_settings(), chain=FakeChain(data, delay_s=0.02), freeze_heap=True)

@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
             options["host"] = args.host
         if getattr(args, "port", None) is not None:
             options["port"] = args.port
-        uvicorn.run("gateway.app:create_app", factory=True, **options)
+        uvicorn.run("gateway.app:serve_app", factory=True, **options)
         return 0
     return asyncio.run(_with_db(lambda: _tokens(args)))
 

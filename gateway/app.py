@@ -33,6 +33,7 @@ from shared.constants import KEY_DIVIDENDS_CACHE
 from shared.db.config import tortoise_config
 from shared.db.migrate import ensure_sqlite_dir
 from shared.db.schema import schema_status
+from shared.heap import freeze_startup_heap
 from shared.logging import configure_logging
 from shared.redis import create_redis
 from shared.settings import Settings, get_settings
@@ -52,8 +53,15 @@ lists the scopes it needs.
 """
 
 
-def create_app(settings: Settings | None = None, *, chain: ChainClient | None = None) -> FastAPI:
-    """Build the app. Pass `chain` to use a client other than `SubtensorChain` (tests)."""
+def create_app(
+    settings: Settings | None = None,
+    *,
+    chain: ChainClient | None = None,
+    freeze_heap: bool = False,
+) -> FastAPI:
+    """Build the app. Pass `chain` to use a client other than `SubtensorChain` (tests), and
+    `freeze_heap` when the app is the process's only one (`serve_app`): its start-up heap is
+    then frozen once the lifespan has started everything (`shared.heap`)."""
     settings = settings or get_settings()
     configure_logging(settings)
     static_tokens = parse_static_tokens(settings.static_tokens())  # a bad entry stops start-up
@@ -107,6 +115,8 @@ def create_app(settings: Settings | None = None, *, chain: ChainClient | None = 
                 await owned_chain.start()
             limiter.start()
             logger.info("gateway started", network=settings.bittensor_network)
+            if freeze_heap:
+                logger.info("start-up heap frozen", objects=freeze_startup_heap())
             try:
                 yield
             finally:
@@ -138,6 +148,12 @@ def create_app(settings: Settings | None = None, *, chain: ChainClient | None = 
     app.include_router(console_router)
     _customise_openapi(app)
     return app
+
+
+def serve_app() -> FastAPI:
+    """The app `gateway serve` runs (uvicorn's factory): the process's only app, its start-up
+    heap frozen once it has started."""
+    return create_app(freeze_heap=True)
 
 
 def _customise_openapi(app: FastAPI) -> None:

@@ -31,6 +31,7 @@ from shared.cli import (
     positive_int,
     print_json,
 )
+from shared.heap import freeze_startup_heap
 from shared.logging import configure_logging, printable
 from shared.redis import create_redis
 from shared.settings import Settings, get_settings
@@ -196,6 +197,7 @@ async def _run(settings: Settings, stages: list[str]) -> int:
         async with build_worker(settings, stages) as worker:
             worker.install_signal_handlers()
             logger.info("pipeline started", stages=",".join(stages), consumer=worker.consumer)
+            logger.info("start-up heap frozen", objects=freeze_startup_heap())
             await worker.run()
     except SchemaOutdated as exc:
         logger.error("pipeline not started: {}", exc.message)

@@ -1,10 +1,18 @@
-"""The OpenAPI document states each route's scopes and the real error body of a 403."""
+"""The app factory: the OpenAPI document states each route's scopes and the real error body of
+a 403; the served app freezes its start-up heap."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import httpx
+import pytest
+
+import gateway.app
+from gateway.app import create_app
+from shared.settings import Settings
+from tests.conftest import running_app
+from tests.fakes.chain import FakeChain
 
 
 async def _schema(client: httpx.AsyncClient) -> dict[str, Any]:
@@ -42,3 +50,26 @@ async def test_403_is_documented_with_the_error_schema(client: httpx.AsyncClient
         assert ref == "#/components/schemas/ErrorBody"
     detail = schema["components"]["schemas"]["ErrorDetail"]
     assert set(detail["required"]) == {"code", "message", "request_id"}
+
+
+async def test_the_served_app_freezes_its_heap_once_started(
+    settings: Settings, chain: FakeChain, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[bool] = []
+
+    def freeze() -> int:  # what was up when the heap was frozen
+        seen.append(hasattr(app.state, "services"))
+        return 1
+
+    monkeypatch.setattr(gateway.app, "freeze_startup_heap", freeze)
+    app = create_app(settings, chain=chain, freeze_heap=True)
+    assert seen == []  # not while building: once the lifespan has started everything
+    async with running_app(app) as client:
+        assert seen == [True]
+        assert (await client.get("/healthz")).status_code == 200
+    async with running_app(create_app(settings, chain=chain)):  # the tests' apps freeze nothing
+        assert seen == [True]
+    built: list[dict[str, Any]] = []
+    monkeypatch.setattr(gateway.app, "create_app", lambda **kw: built.append(kw))
+    gateway.app.serve_app()
+    assert built == [{"freeze_heap": True}]

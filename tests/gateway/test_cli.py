@@ -65,7 +65,7 @@ class TestServe:
             assert main([]) == 0
         finally:
             get_settings.cache_clear()
-        assert calls[0]["app"] == "gateway.app:create_app" and calls[0]["factory"] is True
+        assert calls[0]["app"] == "gateway.app:serve_app" and calls[0]["factory"] is True
         assert (calls[0]["host"], calls[0]["port"]) == ("0.0.0.0", 9123)
         assert [(c["host"], c["port"]) for c in calls[1:]] == [("127.0.0.1", 8000)] * 2
 

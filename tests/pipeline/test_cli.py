@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ from pipeline.ops import deadletters, replay, streams
 from shared.bus import publish
 from shared.constants import STREAM_DEAD_LETTER
 from shared.events import DividendRequested
+from shared.settings import Settings
 from shared.signing import sign
 from tests.conftest import TEST_SIGNING_KEY
 from tests.fakes.chain import ALICE
@@ -255,3 +258,35 @@ class TestHelpAndVersion:
             version = tomllib.load(file)["project"]["version"]
         result = _run({}, "--version")
         assert result.returncode == 0 and result.stdout == f"taostake {version}\n"
+
+
+async def test_run_freezes_the_heap_once_the_worker_is_built(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import pipeline.__main__ as cli
+
+    steps: list[str] = []
+
+    class Built:
+        consumer = "c"
+
+        def install_signal_handlers(self) -> None:
+            steps.append("signals")
+
+        async def run(self) -> None:
+            steps.append("run")
+
+    @contextlib.asynccontextmanager
+    async def build(settings: Any, stages: list[str]) -> AsyncIterator[Built]:
+        steps.append("built")
+        yield Built()
+        steps.append("closed")
+
+    def freeze() -> int:
+        steps.append("frozen")
+        return 1
+
+    monkeypatch.setattr(cli, "build_worker", build)
+    monkeypatch.setattr(cli, "freeze_startup_heap", freeze)
+    assert await cli._run(Settings(_env_file=None), ["tweets"]) == 0
+    assert steps == ["built", "signals", "frozen", "run", "closed"]
