@@ -14,7 +14,9 @@ For a batch read by the worker (one XREADGROUP COUNT N) a `BatchStage` makes:
    after the reply to its commit was lost (then its outside call is made again, and if that
    fails, the record is looked up and answers);
 3. `compute` for each trade without a record, concurrently (outside calls go through their
-   clients' caches and single-flight); an error ends that entry alone;
+   clients' caches and single-flight; a trade alone in its batch, the usual case when
+   trades come one at a time, is computed in the batch's own task); an error ends that
+   entry alone;
 4. one INSERT … ON CONFLICT DO NOTHING RETURNING of the new records, their trades inserted
    and moved to their status in the same statement on PostgreSQL (one round trip, one
    commit; `records.store_records`): a record already there (another consumer's, a
@@ -149,7 +151,16 @@ class BatchStage(ABC, Generic[In, Rec]):
         and the trades whose record this batch stored."""
         if not events:
             return {}, set()
-        made = await asyncio.gather(*(self._compute_one(e) for e in events), return_exceptions=True)
+        made: list[Rec | BaseException]
+        if len(events) == 1:  # no task for one trade: its hop skips two turns of the loop
+            try:
+                made = [await self._compute_one(events[0])]
+            except Exception as exc:
+                made = [exc]
+        else:
+            made = await asyncio.gather(
+                *(self._compute_one(e) for e in events), return_exceptions=True
+            )
         failed: dict[str, Exception] = {}
         new: list[Rec] = []
         for event, result in zip(events, made, strict=True):

@@ -452,3 +452,40 @@ class TestInAWorker:
             "max": None,
             "consumers": [],
         }
+
+
+class TestComputeTasks:
+    async def test_a_trade_alone_is_computed_in_the_batchs_own_task(
+        self, publisher: Publisher, redis: Redis
+    ) -> None:
+        """No task for one trade: the hop of a lone trade skips two turns of the event loop."""
+        ran_in: list[asyncio.Task[Any] | None] = []
+
+        async def where(event: DividendRequested) -> None:
+            ran_in.append(asyncio.current_task())
+
+        stage = FetchStage(publisher, before_return=where)
+        outcomes = await run(stage, entries_of(requested("t0")))
+        assert outcomes == {"1-0": None}
+        assert ran_in == [asyncio.current_task()]
+        failing = FetchStage(publisher, fail=["t1"])  # its error still ends that entry alone
+        outcomes = await run(failing, entries_of(requested("t1")))
+        assert isinstance(outcomes["1-0"], ValueError)
+
+    async def test_trades_of_one_batch_are_computed_concurrently(
+        self, publisher: Publisher, redis: Redis
+    ) -> None:
+        inside = 0
+        most = 0
+
+        async def overlap(event: DividendRequested) -> None:
+            nonlocal inside, most
+            inside += 1
+            most = max(most, inside)
+            await asyncio.sleep(0.01)
+            inside -= 1
+
+        stage = FetchStage(publisher, before_return=overlap)
+        outcomes = await run(stage, entries_of(requested("t0"), requested("t1"), requested("t2")))
+        assert outcomes == {"1-0": None, "2-0": None, "3-0": None}
+        assert most == 3
