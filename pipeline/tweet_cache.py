@@ -3,6 +3,8 @@ trades for one subnet costs one Datura search."""
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -38,16 +40,32 @@ def _load(data: dict[str, Any], cached: bool) -> TweetSearch:
 
 
 class RedisTweetCache:
-    """`TweetCache` over the shared two-level cache (process LRU + Redis, single-flight)."""
+    """`TweetCache` over the shared two-level cache (process LRU + Redis, single-flight).
 
-    def __init__(self, redis: Redis, *, ttl_s: int) -> None:
+    A hit in the process layer hands back the very value it holds: the search decoded from it
+    is kept beside it (as many as the process layer holds), so a burst of trades for one
+    subnet decodes its tweets once, not once per trade."""
+
+    def __init__(self, redis: Redis, *, ttl_s: int, max_local: int = 1024) -> None:
         self._cache = TwoLevelCache(
-            redis, prefix=KEY_TWEETS_CACHE, ttl_s=max(ttl_s, 1), max_local=1024
+            redis, prefix=KEY_TWEETS_CACHE, ttl_s=max(ttl_s, 1), max_local=max_local
         )
+        self._decoded: OrderedDict[int, tuple[object, TweetSearch]] = OrderedDict()
+        self._max_decoded = max_local
 
     async def get_or_load(self, netuid: int, loader: Loader) -> TweetSearch:
         async def load() -> dict[str, Any]:
             return _dump(await loader())
 
         result = await self._cache.get_or_load(str(netuid), load)
-        return _load(result.value, result.cached)
+        kept = self._decoded.get(netuid)
+        if kept is not None and kept[0] is result.value:  # the same value: already decoded
+            self._decoded.move_to_end(netuid)
+            return kept[1]
+        search = _load(result.value, result.cached)
+        # Whoever gets this value again gets it from the cache.
+        self._decoded[netuid] = (result.value, replace(search, cached=True))
+        self._decoded.move_to_end(netuid)
+        while len(self._decoded) > self._max_decoded:
+            self._decoded.popitem(last=False)
+        return search
