@@ -46,6 +46,7 @@ from shared.constants import (
 )
 from shared.db.migrate import migrate_database
 from shared.events import DividendRequested
+from shared.heap import freeze_startup_heap
 from shared.ids import new_id
 from shared.settings import Settings
 from shared.signing import set_signing_key
@@ -179,6 +180,7 @@ def _run_worker(urls: tuple[str, str], batch: int, ready: Any, go: Any) -> None:
             metrics_port=0,
         ) as worker:
             worker.install_signal_handlers()
+            freeze_startup_heap()
             ready.set()
             await asyncio.to_thread(go.wait)
             await worker.run()

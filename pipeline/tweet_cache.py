@@ -44,7 +44,9 @@ class RedisTweetCache:
 
     A hit in the process layer hands back the very value it holds: the search decoded from it
     is kept beside it (as many as the process layer holds), so a burst of trades for one
-    subnet decodes its tweets once, not once per trade."""
+    subnet decodes its tweets once, not once per trade. One search is `cached=False` for
+    one caller only: trades waiting on the same search (single-flight) get it as cached, so
+    one trade's record says `datura` and the others' `cache`."""
 
     def __init__(self, redis: Redis, *, ttl_s: int, max_local: int = 1024) -> None:
         self._cache = TwoLevelCache(

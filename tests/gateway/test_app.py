@@ -57,8 +57,9 @@ async def test_the_served_app_freezes_its_heap_once_started(
 ) -> None:
     seen: list[bool] = []
 
-    def freeze() -> int:  # what was up when the heap was frozen
-        seen.append(hasattr(app.state, "services"))
+    def freeze() -> int:  # what was up when the heap was frozen: everything the lifespan starts
+        services = getattr(app.state, "services", None)
+        seen.append(services is not None and services.limiter._task is not None)
         return 1
 
     monkeypatch.setattr(gateway.app, "freeze_startup_heap", freeze)

@@ -78,3 +78,23 @@ async def test_no_more_decoded_searches_are_kept_than_values(redis: Redis) -> No
         await cache.get_or_load(netuid, search(netuid))
     assert len(cache._decoded) == 2
     assert list(cache._decoded) == [3, 1]
+
+
+async def test_trades_waiting_on_one_search_get_it_as_cached_but_one(redis: Redis) -> None:
+    cache = RedisTweetCache(redis, ttl_s=60)
+    calls: list[int] = []
+    release = asyncio.Event()
+
+    async def slow_search() -> TweetSearch:
+        calls.append(7)
+        await release.wait()
+        tweets = (Tweet(id="7-1", text="subnet 7 news"),)
+        return TweetSearch(7, "q7", tweets, datetime.now(UTC))
+
+    waiting = [asyncio.create_task(cache.get_or_load(7, slow_search)) for _ in range(3)]
+    await asyncio.sleep(0.05)
+    release.set()
+    found = await asyncio.gather(*waiting)
+    assert calls == [7]  # one search for the three (single-flight)
+    assert sorted(s.cached for s in found) == [False, True, True]
+    assert {tuple(t.id for t in s.tweets) for s in found} == {("7-1",)}

@@ -16,6 +16,7 @@ def test_start_up_garbage_is_freed_and_what_is_left_is_frozen() -> None:
     already = gc.get_freeze_count()
     kept = [[i] for i in range(20_000)]  # start-up's long-lived objects
     freed: list[bool] = []
+    enabled = gc.isenabled()
     gc.disable()  # no automatic collection may free the cycle first
     try:
         cycle = _Node()
@@ -24,7 +25,8 @@ def test_start_up_garbage_is_freed_and_what_is_left_is_frozen() -> None:
         del cycle
         frozen = freeze_startup_heap()
     finally:
-        gc.enable()
+        if enabled:
+            gc.enable()
     try:
         assert freed == [True]  # collected before the freeze, not kept forever
         assert frozen == gc.get_freeze_count() >= already + len(kept)

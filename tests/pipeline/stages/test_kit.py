@@ -472,6 +472,38 @@ class TestComputeTasks:
         outcomes = await run(failing, entries_of(requested("t1")))
         assert isinstance(outcomes["1-0"], ValueError)
 
+    async def test_a_lone_trades_slow_compute_fails_that_entry(
+        self, publisher: Publisher, redis: Redis
+    ) -> None:
+        async def stall(event: DividendRequested) -> None:
+            await asyncio.sleep(5)
+
+        stage = FetchStage(publisher, before_return=stall, compute_timeout_s=0.1)
+        outcomes = await run(stage, entries_of(requested("t0")))
+        assert isinstance(outcomes["1-0"], TimeoutError)
+        assert await statuses("t0") == {"t0": "requested"}  # shows while it waits
+        assert await published(redis) == []
+
+    async def test_a_lone_trade_cancelled_in_compute_leaves_its_batch_pending(
+        self, publisher: Publisher, redis: Redis
+    ) -> None:
+        started = asyncio.Event()
+
+        async def stall(event: DividendRequested) -> None:
+            started.set()
+            await asyncio.sleep(5)
+
+        stage = FetchStage(publisher, before_return=stall)
+        outcomes: Outcomes = {}
+        handler = asyncio.create_task(stage.run(entries_of(requested("t0")), outcomes))
+        await started.wait()
+        handler.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await handler
+        assert outcomes == {}  # no outcome: the entry stays pending, redelivered later
+        assert await Trade.all().count() == 0
+        assert await published(redis) == []
+
     async def test_trades_of_one_batch_are_computed_concurrently(
         self, publisher: Publisher, redis: Redis
     ) -> None:
