@@ -3,8 +3,10 @@ by the cache-hit fast path, so both read a query string the same way and refuse 
 
 The parameters are declared once, as `DividendsParams`: pydantic validates a query with it and
 the OpenAPI document lists its fields. A query string is read like FastAPI reads one
-(Starlette's `QueryParams`: the last of repeated names wins, unknown names are ignored), and a
-refusal is FastAPI's own `RequestValidationError`, so the app's one handler words the 422.
+(Starlette's `QueryParams`: the last of repeated names wins), and a refusal is FastAPI's own
+`RequestValidationError`, so the app's one handler words the 422. A name the route does not
+declare is refused, not ignored: the route can trade, and a misspelled opt-out (`Trade=false`,
+`trades=0`) must not read as an omitted `trade`, which follows TRADE_BY_DEFAULT.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.datastructures import QueryParams
 
 from gateway.deps import SS58_CONSTRAINTS, SS58_DESCRIPTION, SS58_EXAMPLE, hotkey_param
+from shared.logging import printable
 from shared.settings import Settings
 
 # Parsed queries are remembered by their raw bytes; a plain query (netuid, a 48-character
@@ -29,7 +32,7 @@ MAX_REMEMBERED: Final = 4096
 class DividendsParams(BaseModel):
     """The query parameters, as validated and as documented."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="forbid")
 
     netuid: int | None = Field(None, ge=0, le=65535, description="Subnet id; 0 is the root subnet.")
     hotkey: str | None = Field(
@@ -45,7 +48,7 @@ class DividendsParams(BaseModel):
     )
 
 
-_NAMES: Final = tuple(DividendsParams.model_fields)
+_DECLARED: Final = tuple(DividendsParams.model_fields)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,15 +81,25 @@ def _remembered(raw: bytes) -> DividendsQuery:
 
 def _parse(raw: bytes) -> DividendsQuery:
     given = QueryParams(raw)
-    values = {name: given[name] for name in _NAMES if name in given}
+    values = {name: given[name] for name in given}
     try:
         params = DividendsParams.model_validate(values)
     except ValidationError as exc:
-        raise RequestValidationError(
-            [{**error, "loc": ("query", *error["loc"])} for error in exc.errors()]
-        ) from None
+        raise RequestValidationError([_refusal(error) for error in exc.errors()]) from None
     hotkey = None if params.hotkey is None else hotkey_param(params.hotkey)
     return DividendsQuery(params.netuid, hotkey, params.trade)
+
+
+def _refusal(error: Any) -> dict[str, Any]:
+    """A pydantic error as FastAPI words a query's; an undeclared name is named (cut short)."""
+    if error["type"] == "extra_forbidden":
+        name = printable(str(error["loc"][0]), limit=64)
+        return {
+            "type": "extra_forbidden",
+            "loc": ("query", name),
+            "msg": f"unknown parameter (this route takes {', '.join(_DECLARED)})",
+        }
+    return {**error, "loc": ("query", *error["loc"])}
 
 
 def openapi_parameters() -> list[dict[str, Any]]:

@@ -111,6 +111,27 @@ class TestScopes:
         assert _fast_hits() == before + 1
         assert await redis.xlen(STREAM_DIVIDEND_REQUESTED) == 1
 
+    async def test_a_misspelled_opt_out_trades_on_neither_path(
+        self, scoped: httpx.AsyncClient, redis: Redis
+    ) -> None:
+        """An omitted `trade` follows TRADE_BY_DEFAULT (true) for a trade token: `Trade=false`
+        or `trades=0` must be refused, not read as omitted, whether the answer is held (fast
+        path) or not (router)."""
+        pair = {"netuid": "18", "hotkey": DEFAULT_HOTKEY}
+        for misspelled in ({"Trade": "false"}, {"trades": "0"}):  # the first one: a miss
+            refused = await scoped.get(URL, params={**pair, **misspelled}, headers=bearer(TRADER))
+            assert refused.status_code == 422
+            name = next(iter(misspelled))
+            assert refused.json()["error"]["message"] == (
+                f"{name}: unknown parameter (this route takes netuid, hotkey, trade)"
+            )
+        held = await scoped.get(URL, params={**pair, "trade": "false"}, headers=bearer(TRADER))
+        assert held.status_code == 200  # the answer is held now
+        before = _fast_hits()
+        refused = await scoped.get(URL, params={**pair, "Trade": "false"}, headers=bearer(TRADER))
+        assert refused.status_code == 422 and _fast_hits() == before
+        assert await redis.xlen(STREAM_DIVIDEND_REQUESTED) == 0
+
     async def test_trade_token_with_trade_omitted_still_sees_its_cooldown(
         self, scoped: httpx.AsyncClient
     ) -> None:
@@ -154,7 +175,6 @@ class TestAgreesWithTheRouter:
             ("netuid=%2B3&trade=0", True),
             ("netuid=3.0&trade=off", True),
             ("netuid=1&netuid=3&trade=false", True),
-            ("other=1&netuid=0&trade=FALSE", True),
             (f"hotkey={ALICE}&trade=false", True),
             # Refused queries are never the fast path's: each answers the router's 422.
             ("netuid=70000&trade=false", False),
@@ -163,6 +183,10 @@ class TestAgreesWithTheRouter:
             ("trade=", False),
             (f"netuid=3&hotkey={BAD_CHECKSUM}&trade=false", False),
             (f"hotkey={ALICE[:-3]}&trade=false", False),
+            # A name the route does not declare: refused, never read as an omitted trade.
+            ("other=1&netuid=0&trade=FALSE", False),
+            ("netuid=3&Trade=false", False),
+            ("netuid=3&trade%20=false", False),
         ],
     )
     async def test_queries(
@@ -184,7 +208,7 @@ class TestAgreesWithTheRouter:
             URL, params={"netuid": 3, "hotkey": ALICE, "trade": "false"}, headers=AUTH
         )
         before = _fast_hits()
-        hit = await client.get(f"{URL}?netuid=03&hotkey={polkadot}&trade=0&unused=1", headers=AUTH)
+        hit = await client.get(f"{URL}?netuid=03&hotkey={polkadot}&trade=0", headers=AUTH)
         assert _fast_hits() == before + 1 and chain.reads == 1
         assert _answer(hit) == _answer(miss)
 
