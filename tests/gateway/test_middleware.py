@@ -245,3 +245,31 @@ async def test_no_access_line_above_info_nor_for_quiet_paths(settings: Settings)
     assert await access_lines("INFO", "/healthz") == []
     [line] = await access_lines("INFO", "/nope")
     assert " INFO    gateway.middleware GET /nope 404 " in line
+
+
+async def test_an_invented_method_adds_no_metric_series_and_is_logged_as_other(
+    settings: Settings,
+) -> None:
+    """An HTTP parser that passes unknown methods through (h11) must not let a client add a
+    label series, or a long line, per method it invents."""
+    from prometheus_client import REGISTRY
+
+    from shared.logging import configure_logging
+
+    text_settings = settings.model_copy(update={"log_format": "text", "log_level": "INFO"})
+    lines: list[str] = []
+    app = create_app(text_settings, chain=FakeChain())
+    configure_logging(text_settings, sink=lines.append)
+
+    def served(method: str) -> float:
+        labels = {"method": method, "route": "unmatched", "status": "404"}
+        return REGISTRY.get_sample_value("taostake_http_requests_total", labels) or 0.0
+
+    others = served("OTHER")
+    async with running_app(app) as client:
+        for n in range(3):
+            await client.request(f"X{n:06d}{'Y' * 200}", "/nowhere")
+    assert served("OTHER") == others + 3
+    assert served("X000000" + "Y" * 200) == 0
+    access = [str(line) for line in lines if "/nowhere" in str(line)]
+    assert len(access) == 3 and all(" OTHER /nowhere " in line for line in access)
