@@ -7,7 +7,10 @@ within that TTL (10 s by default) in every process.
 A token known valid without I/O (a static one, or a stored one remembered valid) always
 passes, on the fast path and in the router alike. Only a token that would cost a database
 lookup meets the failed-auth throttle (per client address) and the global bound on lookups
-in flight, and only its failures are counted against the address.
+in flight, and only its failures are counted against the address. A stored token this
+process has found valid in the last PROVEN_TTL_S is looked up again once its memory expires
+(a revocation still counts) but is never throttled: clients behind one address (a proxy)
+cannot lock each other's valid tokens out by failing.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from shared.security import hash_token, matches
 from shared.singleflight import SingleFlight
 
 NEGATIVE_TTL_S = 2.0
+PROVEN_TTL_S = 24 * 3600.0
 MAX_REMEMBERED = 10_000
 DEFAULT_MAX_LOOKUPS = 16
 
@@ -66,6 +70,8 @@ class Authenticator:
         self._static_hashes = list(self._static)
         self._ttl = cache_ttl_s
         self._remembered: OrderedDict[str, Remembered] = OrderedDict()
+        # Stored tokens found valid, and until when that spares them the throttle.
+        self._proven: OrderedDict[str, float] = OrderedDict()
         self._lookups: SingleFlight[tuple[str, frozenset[str]] | None] = SingleFlight()
         self._throttle = throttle
         self._max_lookups = max_lookups
@@ -84,7 +90,7 @@ class Authenticator:
             # Remembered bad (a remembered good one was answered by `_known`): no lookup.
             self._failed(client)
             raise Unauthorized("invalid or revoked token")
-        if self._throttle is not None:
+        if self._throttle is not None and not self._was_proven(token_hash):
             wait_s = self._throttle.retry_after(client)
             if wait_s > 0:
                 # Before the lookup: a guesser costs no database round trip.
@@ -107,8 +113,13 @@ class Authenticator:
             return Caller(hit[1], hit[2])
         return None
 
+    def _was_proven(self, token_hash: str) -> bool:
+        until = self._proven.get(token_hash)
+        return until is not None and until > time.monotonic()
+
     def forget(self) -> None:
         self._remembered.clear()
+        self._proven.clear()
 
     def _failed(self, client: str) -> None:
         AUTH_FAILURES.labels("unknown_token").inc()
@@ -119,10 +130,18 @@ class Authenticator:
         found = await self._lookups.do(token_hash, lambda: self._bounded_lookup(token_hash))
         name, scopes = found if found is not None else (None, frozenset[str]())
         ttl = self._ttl if name is not None else min(self._ttl, NEGATIVE_TTL_S)
-        self._remembered[token_hash] = (time.monotonic() + ttl, name, scopes)
+        now = time.monotonic()
+        self._remembered[token_hash] = (now + ttl, name, scopes)
         self._remembered.move_to_end(token_hash)
         while len(self._remembered) > MAX_REMEMBERED:
             self._remembered.popitem(last=False)
+        if name is None:
+            self._proven.pop(token_hash, None)  # revoked: throttled like any other from now
+        else:
+            self._proven[token_hash] = now + PROVEN_TTL_S
+            self._proven.move_to_end(token_hash)
+            while len(self._proven) > MAX_REMEMBERED:
+                self._proven.popitem(last=False)
         return name, scopes
 
     async def _bounded_lookup(self, token_hash: str) -> tuple[str, frozenset[str]] | None:

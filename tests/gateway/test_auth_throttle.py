@@ -1,7 +1,8 @@
 """The failed-auth throttle guards database lookups only, and never locks out a known token.
 
 - A token known valid without I/O (static, or a stored token remembered valid) passes
-  whatever the address's failures, on the fast path and in the router alike.
+  whatever the address's failures, on the fast path and in the router alike; so does a
+  stored token found valid before, at the cost of a lookup (a revocation counts).
 - Failures are counted per client: IPv4 address, or IPv6 /64.
 - Stored-token lookups in flight are bounded process-wide: beyond the bound, 503 at once.
 - Rate limits count per owner (a stored token's name, a static token's label), so no
@@ -22,10 +23,10 @@ from fastapi import FastAPI
 from redis.asyncio import Redis
 
 from gateway.app import create_app
-from gateway.auth import Authenticator
+from gateway.auth import NEGATIVE_TTL_S, Authenticator
 from gateway.limits import client_key
 from gateway.scopes import static_owner
-from gateway.tokens import create_token
+from gateway.tokens import create_token, revoke_token
 from tests.conftest import AUTH, TOKENS, make_settings
 from tests.fakes.chain import ALICE, FakeChain
 from tests.gateway.conftest import bearer
@@ -123,6 +124,30 @@ class TestKnownTokensAreNeverThrottled:
             async with other:
                 elsewhere = await other.get(DIVIDENDS, params=CACHED, headers=bearer(token))
             assert elsewhere.status_code == 200
+
+    async def test_a_stored_token_proven_before_is_looked_up_again_but_never_throttled(
+        self, redis_url: str, clean_db: str, redis: Redis, chain: FakeChain, lookups: list[str]
+    ) -> None:
+        """Behind one address (a proxy), other clients' failures must not lock a valid stored
+        token out once its memory (AUTH_CACHE_TTL_S) expires; a revocation still counts."""
+        settings = make_settings(
+            redis_url, clean_db, auth_failures_per_min=FAILURES, auth_cache_ttl_s=0.2
+        )
+        async with serving(create_app(settings, chain=chain)) as client:
+            token = await create_token("dashboard")
+            assert (await client.get(DIVIDENDS, params=CACHED, headers=bearer(token))).is_success
+            await fail(client, FAILURES + 1)
+            await asyncio.sleep(0.3)  # remembered no more
+            checked = len(lookups)
+            again = await client.get(DIVIDENDS, params=CACHED, headers=bearer(token))
+            assert again.status_code == 200 and len(lookups) == checked + 1
+            await revoke_token("dashboard")
+            await asyncio.sleep(0.3)
+            revoked = await client.get(DIVIDENDS, params=CACHED, headers=bearer(token))
+            assert revoked.status_code == 401
+            await asyncio.sleep(NEGATIVE_TTL_S + 0.1)  # not even remembered bad now
+            throttled = await client.get(DIVIDENDS, params=CACHED, headers=bearer(token))
+            assert throttled.status_code == 429
 
 
 class TestClientKeys:
