@@ -29,6 +29,7 @@ from gateway.trades.router import router as trades_router
 from gateway.trades.trigger import TradeService
 from shared.cache import TwoLevelCache
 from shared.chain import ChainClient, SubtensorChain
+from shared.chain.subtensor import redact_url
 from shared.constants import KEY_DIVIDENDS_CACHE
 from shared.db.config import tortoise_config
 from shared.db.migrate import ensure_sqlite_dir
@@ -114,7 +115,7 @@ def create_app(
             if owned_chain is not None:
                 await owned_chain.start()
             limiter.start()
-            logger.info("gateway started", network=settings.bittensor_network)
+            logger.info("gateway started", network=redact_url(settings.bittensor_network))
             if freeze_heap:
                 logger.info("start-up heap frozen", objects=freeze_startup_heap())
             try:

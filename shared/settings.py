@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from typing import Literal
+from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import (
     Field,
@@ -232,7 +233,25 @@ class Settings(BaseSettings):
         ):
             if secret is not None and secret.get_secret_value():
                 values.append(secret.get_secret_value())
+        for url in (self.redis_url, self.database_url):
+            values.extend(url_secrets(url))
+        # A node provider's key may be in the query (`wss://…/ws?apikey=…`).
+        values.extend(url_secrets(self.bittensor_network, query=True))
         return values
+
+
+def url_secrets(url: str, *, query: bool = False) -> list[str]:
+    """What in a URL is a credential: its password and, with `query`, its query's values.
+    A value too short to mask safely is left out by the log masker (`register_secrets`)."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:  # not a URL the services could use either
+        return []
+    found = [password] if password else []
+    if query:
+        found += [value for _, value in parse_qsl(parts.query) if value]
+    return found
 
 
 @lru_cache(maxsize=1)

@@ -58,6 +58,36 @@ async def test_no_token_or_key_appears_in_logs(redis_url: str, clean_db: str, re
     assert "***" in text
 
 
+async def test_no_credential_in_a_service_url_appears_in_logs(settings: Settings) -> None:
+    """The chain URL's password and provider key, and a Redis password, are masked wherever
+    they appear (the SDK prints the URL in its own errors), and the start line names the
+    endpoint without them."""
+    from shared.logging import configure_logging
+
+    chain_url = "wss://alice:hunter2pw-secret@node.example:443/ws?apikey=SECRETKEY123"
+    configured = settings.model_copy(
+        update={
+            "bittensor_network": chain_url,
+            "redis_url": settings.redis_url.replace("redis://", "redis://:redis-pass-789@"),
+            "log_level": "INFO",
+            "log_format": "text",
+        }
+    )
+    assert {"hunter2pw-secret", "SECRETKEY123", "redis-pass-789"} <= set(configured.secret_values())
+    app = create_app(
+        configured.model_copy(update={"redis_url": settings.redis_url}), chain=FakeChain()
+    )
+    lines: list[str] = []
+    configure_logging(configured, sink=lines.append)
+    async with running_app(app):
+        logger.error("Chain: {} unreachable, redis at {}", chain_url, configured.redis_url)
+    text = "".join(str(line) for line in lines)
+    [started] = [str(line) for line in lines if "gateway started" in str(line)]
+    assert "network=wss://node.example:443/ws\n" in started  # no user, no query
+    for secret in ("hunter2pw-secret", "SECRETKEY123", "redis-pass-789"):
+        assert secret not in text
+
+
 async def test_json_log_lines_are_json(settings: Settings) -> None:
     import orjson
 
