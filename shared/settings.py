@@ -22,6 +22,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.ss58 import normalize_ss58
+
 DEFAULT_SQLITE_URL = "sqlite://data/taostake.sqlite3"
 # One try of the stake handler, besides its wait for the coldkey's lane, reads the account
 # and signs (each up to CHAIN_TIMEOUT_S), submits (up to STAKE_SUBMIT_TIMEOUT_S) and makes
@@ -115,6 +117,16 @@ class Settings(BaseSettings):
     cache_l1_max_entries: PositiveInt = 10_000
     default_netuid: int = Field(18, ge=0, le=65535)
     default_hotkey: str = "5FFApaS75bv5pJHfAp2FVLBj9ZaXuFDjEypsaBNc1wCfe52v"
+
+    @field_validator("default_hotkey")
+    @classmethod
+    def _check_hotkey(cls, value: str) -> str:
+        """In SS58 format 42, as the gateway normalizes a queried hotkey: one account, one
+        cooldown key and one pair, however DEFAULT_HOTKEY is spelled."""
+        try:
+            return normalize_ss58(value.strip())
+        except ValueError:
+            raise ValueError(f"DEFAULT_HOTKEY: {value!r} is not an SS58 address") from None
 
     # --- trading safety (risk limits, price protection, trusted events) --------------------
     # HMAC-SHA256 key that signs every stream event; required by publishers and consumers.

@@ -14,6 +14,7 @@ from gateway.scopes import static_owner
 from shared.constants import STREAM_DIVIDEND_REQUESTED
 from shared.errors import ChainUnavailable
 from shared.settings import Settings
+from shared.ss58 import decode_ss58, encode_ss58
 from tests.conftest import AUTH, TOKENS, make_settings, running_app
 from tests.fakes.chain import ALICE, BOB, DEFAULT_HOTKEY, FakeChain
 from tests.gateway.conftest import ADMIN, READER, TRADER, bearer, owner
@@ -282,6 +283,23 @@ class TestTrade:
             later = (await two.get(URL, params=params, headers=AUTH)).json()
         assert later["stake_tx_triggered"] is True and later["trade_id"] != first["trade_id"]
         assert await redis.xlen(STREAM_DIVIDEND_REQUESTED) == 2
+
+    async def test_the_default_hotkey_shares_its_cooldown_with_its_other_spellings(
+        self, redis_url: str, clean_db: str, redis: Redis
+    ) -> None:
+        """DEFAULT_HOTKEY spelled with another network prefix is normalized like a queried
+        hotkey: the omitted hotkey and the same account given are one pair, one trade."""
+        polkadot = encode_ss58(decode_ss58(DEFAULT_HOTKEY), 0)
+        settings = make_settings(redis_url, clean_db, default_hotkey=polkadot)
+        assert settings.default_hotkey == DEFAULT_HOTKEY
+        async with running_app(create_app(settings, chain=FakeChain())) as client:
+            omitted = await client.get(URL, params={"netuid": 18, "trade": "true"}, headers=AUTH)
+            given = {"netuid": 18, "hotkey": DEFAULT_HOTKEY, "trade": "true"}
+            same = (await client.get(URL, params=given, headers=AUTH)).json()
+        assert omitted.json()["stake_tx_triggered"] is True
+        assert same["trade_status"] == "cooldown"
+        assert same["trade_id"] == omitted.json()["trade_id"]
+        assert await redis.xlen(STREAM_DIVIDEND_REQUESTED) == 1
 
 
 class TestLimitsAndFailures:
