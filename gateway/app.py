@@ -135,6 +135,9 @@ def create_app(
         docs_url="/docs",
         redoc_url="/redoc",
         responses=errors.documented(errors.PRE_AUTH),
+        # A trailing slash is a 404, not a redirect that would echo the request's Host header
+        # back in its Location before any token is checked.
+        redirect_slashes=False,
     )
     errors.install(app)
     # The last added runs first: request id, limits and the access log wrap the fast path too.

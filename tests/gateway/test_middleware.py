@@ -303,3 +303,12 @@ async def test_an_invented_method_adds_no_metric_series_and_is_logged_as_other(
     assert served("X000000" + "Y" * 200) == 0
     access = [str(line) for line in lines if "/nowhere" in str(line)]
     assert len(access) == 3 and all(" OTHER /nowhere " in line for line in access)
+
+
+async def test_a_trailing_slash_is_not_found_not_redirected_to_the_callers_host(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.get("/api/v1/tao_dividends/?netuid=3", headers={"Host": "evil.example"})
+    assert response.status_code == 404
+    assert "location" not in response.headers
+    assert response.json()["error"]["code"] == "not_found"
