@@ -15,11 +15,18 @@ from typing import Any, Final
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from loguru import logger
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from shared.errors import AppError, RateLimited, Unauthorized
+from shared.errors import (
+    AppError,
+    ChainBadResponse,
+    RateLimited,
+    StorageUnsupported,
+    Unauthorized,
+)
 
 
 class ErrorDetail(BaseModel):
@@ -132,6 +139,26 @@ def _rid(request: Request) -> str:
     return rid
 
 
+# Errors whose message quotes what the chain node or its SDK said (which may name the node's
+# URL, or carry whatever the node sent): a client reads this text instead, and the message is
+# logged with the request id.
+_QUOTES_UPSTREAM: Final = MappingProxyType(
+    {
+        ChainBadResponse.code: "the chain node's answer could not be used",
+        StorageUnsupported.code: "the chain does not hold the storage item this read needs",
+    }
+)
+
+
+def public_message(exc: AppError) -> str:
+    """What a client may read of `exc`: its message, unless that quotes the chain node."""
+    public = _QUOTES_UPSTREAM.get(exc.code)
+    if public is None:
+        return exc.message
+    logger.warning("chain error answered", code=exc.code, error=exc.message)
+    return f"{public}; quote request_id when reporting it"
+
+
 async def app_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, AppError)
     headers: dict[str, str] = {}
@@ -139,7 +166,7 @@ async def app_error(request: Request, exc: Exception) -> Response:
         headers["WWW-Authenticate"] = 'Bearer realm="taostake"'
     if isinstance(exc, RateLimited):
         headers["Retry-After"] = str(exc.retry_after_s)
-    return error_response(status_for(exc), exc.code, exc.message, _rid(request), headers)
+    return error_response(status_for(exc), exc.code, public_message(exc), _rid(request), headers)
 
 
 def _location(error: dict[str, Any]) -> str:

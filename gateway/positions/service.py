@@ -17,6 +17,7 @@ from tortoise.functions import Count, Max, Sum
 from tortoise.queryset import QuerySet
 
 from gateway.db import guarded
+from gateway.errors import public_message
 from gateway.listing import Listing
 from gateway.positions.schemas import (
     ChainRead,
@@ -186,7 +187,7 @@ async def _chain_stakes(
             None,
         )
     except ChainError as exc:
-        return ChainRead(status="error", error_code=exc.code, message=exc.message), None
+        return ChainRead(status="error", error_code=exc.code, message=public_message(exc)), None
     return ChainRead(status="ok", block=snapshot.block), snapshot
 
 

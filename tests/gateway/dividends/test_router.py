@@ -12,10 +12,10 @@ from redis.asyncio import Redis
 from gateway.app import create_app
 from gateway.scopes import static_owner
 from shared.constants import STREAM_DIVIDEND_REQUESTED
-from shared.errors import ChainUnavailable
+from shared.errors import ChainBadResponse, ChainError, ChainUnavailable, StorageUnsupported
 from shared.settings import Settings
 from shared.ss58 import decode_ss58, encode_ss58
-from tests.conftest import AUTH, TOKENS, make_settings, running_app
+from tests.conftest import AUTH, TOKENS, capture_json_records, make_settings, running_app
 from tests.fakes.chain import ALICE, BOB, DEFAULT_HOTKEY, FakeChain
 from tests.gateway.conftest import ADMIN, READER, TRADER, bearer, owner
 
@@ -376,6 +376,35 @@ class TestLimitsAndFailures:
             "message": "chain test is not connected",
             "request_id": response.headers["x-request-id"],
         }
+
+    @pytest.mark.parametrize(
+        ("error", "public"),
+        [
+            (ChainBadResponse, "the chain node's answer could not be used"),
+            (StorageUnsupported, "the chain does not hold the storage item this read needs"),
+        ],
+    )
+    async def test_what_the_node_said_is_logged_not_answered(
+        self, settings: Settings, error: type[ChainError], public: str
+    ) -> None:
+        """The SDK's text can name the node's URL or carry whatever the node sent."""
+        chain = FakeChain()
+        app = create_app(settings, chain=chain)
+        records = capture_json_records(settings)
+        chain.error = error(
+            "chain dividends failed: ValueError: wss://node.example/ws?k=1 said <x>"
+        )
+        async with running_app(app) as client:
+            response = await client.get(URL, params={"netuid": 3}, headers=AUTH)
+        assert response.status_code == 503
+        rid = response.headers["x-request-id"]
+        assert response.json()["error"] == {
+            "code": error.code,
+            "message": f"{public}; quote request_id when reporting it",
+            "request_id": rid,
+        }
+        [logged] = [r for r in records if r["msg"] == "chain error answered"]
+        assert logged["request_id"] == rid and "said <x>" in logged["error"]
 
     async def test_unexpected_error_is_500_without_a_stack_trace(
         self, client: httpx.AsyncClient, chain: FakeChain
