@@ -1,7 +1,8 @@
 """`python -m pipeline replay`: publish a trade's entries again to watch its path.
 
 A replay keeps the trade_id, so every stage answers from what it stored (the
-stake stage says "already executed"): it never produces a second extrinsic.
+stake stage says "already executed"): it never produces a second extrinsic. It also keeps
+the request's time, so a trade's age (MAX_EVENT_AGE_S) is not reset by replaying it.
 `--as-new-trade` starts a new trade (new trade_id) from the original request,
 which does trade for real, once, and so goes through the same cooldown
 reservation as any new trade (refused inside the cooldown).
@@ -63,6 +64,7 @@ async def trade_request(redis: Redis, trade_id: str) -> dict[str, str]:
         raise ReplayError(f"no trade {trade_id} in {STREAM_DIVIDEND_REQUESTED} or the database")
     event = DividendRequested(
         trade_id=trade.trade_id,
+        occurred_at=trade.created_at,  # when it was requested
         netuid=trade.netuid,
         hotkey=trade.hotkey,
         source="manual",
@@ -73,13 +75,16 @@ async def trade_request(redis: Redis, trade_id: str) -> dict[str, str]:
 
 
 def as_replay(fields: dict[str, str], *, new_trade: bool) -> dict[str, str]:
+    """`fields` as a replay, signed again. A new trade is a new request, stamped now; a
+    replay of the same trade keeps the time of the event it replays, so the trade's age
+    (MAX_EVENT_AGE_S) still counts from its request however often, or late, it is replayed."""
     out = dict(fields)
     out["event_id"] = new_id()
-    out["occurred_at"] = iso(utcnow())
     out["source"] = "replay"
     out["replay_of"] = fields.get("trade_id", "")
     if new_trade:
         out["trade_id"] = new_id()
+        out["occurred_at"] = iso(utcnow())
     return sign(out)
 
 

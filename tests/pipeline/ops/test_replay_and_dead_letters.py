@@ -4,6 +4,7 @@ completes once. Real Redis, PostgreSQL and stage worker; fakes at the edges."""
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 import pytest
 from redis.asyncio import Redis
@@ -20,7 +21,7 @@ from shared.constants import (
 )
 from shared.db.models import StakeAction, Trade
 from shared.events import DeadLetter, DividendRequested
-from shared.ids import new_id
+from shared.ids import new_id, utcnow
 from shared.settings import Settings
 from shared.trades import TradeTrigger, cooldown_key
 from tests.fakes import Reply
@@ -77,6 +78,41 @@ async def test_replay_of_a_completed_trade_and_as_new_trade(
     assert len(staker.extrinsics) == 2
     new_trade = await Trade.get(trade_id=new_trade_id)
     assert new_trade.replay_of == trade_id and new_trade.source == "replay"
+
+
+async def test_a_replay_keeps_the_requests_age_a_new_trade_starts_now(
+    orm: str, redis: Redis, pipeline_settings: Settings
+) -> None:
+    """A request that never got its trade row (its tweets stage failed for good), replayed
+    hours later, is as old as the request: MAX_EVENT_AGE_S still skips it. Only
+    --as-new-trade (a new request, through the cooldown) trades now."""
+    requested_at = utcnow() - timedelta(hours=3)
+    old = DividendRequested(trade_id=new_id(), netuid=3, hotkey=ALICE, source="api")
+    old = old.model_copy(update={"occurred_at": requested_at})
+    first = await publish(redis, old, maxlen=1000)
+    plan = await plan_trade(redis, old.trade_id, new_trade=False)
+    fresh = await plan_trade(redis, old.trade_id, new_trade=True)
+    assert plan[0][1]["occurred_at"] == old.to_fields()["occurred_at"]
+    assert fresh[0][1]["occurred_at"] != old.to_fields()["occurred_at"]
+    await redis.xdel(STREAM_DIVIDEND_REQUESTED, first)  # the request itself was never handled
+    staker = FakeStaker()
+    async with running_worker(pipeline_settings, staker):
+        await publish_plan(redis, plan, maxlen=1000, cooldown_s=300)
+
+        action = await eventually(lambda: _settled(old.trade_id))
+    assert staker.extrinsics == []
+    assert action.status == "skipped" and "stale" in (action.reason or "")
+    assert (await Trade.get(trade_id=old.trade_id)).created_at == requested_at
+
+
+async def test_a_replay_from_the_trade_row_keeps_its_request_time(orm: str, redis: Redis) -> None:
+    requested_at = utcnow() - timedelta(hours=1)
+    await Trade.create(
+        trade_id="t-row", netuid=3, hotkey=ALICE, source="api", created_at=requested_at
+    )
+    await Trade.filter(trade_id="t-row").update(created_at=requested_at)  # not auto_now_add
+    [(_, fields)] = await plan_trade(redis, "t-row", new_trade=False)
+    assert DividendRequested.from_fields(fields).occurred_at == requested_at
 
 
 async def test_replay_range_and_dry_run_inputs(orm: str, redis: Redis) -> None:
