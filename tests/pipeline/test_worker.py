@@ -23,6 +23,7 @@ from redis.asyncio import Redis
 
 from pipeline.worker import Drop, Job, Retry, Stage, StreamEntry, Unavailable, Worker
 from shared.constants import KEY_WORKER_HEALTH, STREAM_DEAD_LETTER
+from tests.concurrency import HighWater
 from tests.conftest import private_redis
 
 STREAM = "stream:test_worker"
@@ -193,16 +194,11 @@ class TestHandling:
         assert one.stats["reclaimed"] + two.stats["reclaimed"] == 0
 
     async def test_stages_share_one_concurrency_bound(self, redis: Redis) -> None:
-        active = 0
-        max_active = 0
+        at_once = HighWater()
         done: Counter[str] = Counter()
 
         async def handler(entry: StreamEntry) -> None:
-            nonlocal active, max_active
-            active += 1
-            max_active = max(max_active, active)
-            await asyncio.sleep(0.02)
-            active -= 1
+            await at_once.hold(0.02)
             done[entry.stream] += 1
 
         other = f"{STREAM}:other"
@@ -213,7 +209,7 @@ class TestHandling:
             await add(redis, 20, stream=other)
             await wait_until(lambda: worker.stats["done"] == 40, what="40 done")
         assert done == {STREAM: 20, other: 20}
-        assert 2 <= max_active <= 4
+        assert 2 <= at_once.most <= 4
 
 
 class TestRetries:

@@ -26,6 +26,7 @@ from shared.db.models import Trade, TweetBatch
 from shared.events import DeadLetter, DividendRequested, Source, TweetsFetched
 from shared.ids import utcnow
 from shared.tweets import Tweet
+from tests.concurrency import HighWater
 from tests.fakes.chain import ALICE, BOB
 
 Hook = Callable[[DividendRequested], Awaitable[None]]
@@ -507,17 +508,12 @@ class TestComputeTasks:
     async def test_trades_of_one_batch_are_computed_concurrently(
         self, publisher: Publisher, redis: Redis
     ) -> None:
-        inside = 0
-        most = 0
+        at_once = HighWater()
 
         async def overlap(event: DividendRequested) -> None:
-            nonlocal inside, most
-            inside += 1
-            most = max(most, inside)
-            await asyncio.sleep(0.01)
-            inside -= 1
+            await at_once.hold(0.01)
 
         stage = FetchStage(publisher, before_return=overlap)
         outcomes = await run(stage, entries_of(requested("t0"), requested("t1"), requested("t2")))
         assert outcomes == {"1-0": None, "2-0": None, "3-0": None}
-        assert most == 3
+        assert at_once.most == 3
