@@ -8,6 +8,7 @@ from tortoise import Tortoise
 
 from gateway.tokens import create_token
 from scripts.signing_key import KEY_FILE, ensure_signing_key
+from shared.chain.subtensor import redact_url
 from shared.db.config import tortoise_config
 from shared.db.models import ApiToken
 from shared.settings import get_settings
@@ -33,7 +34,7 @@ def main() -> None:
     token = asyncio.run(_ensure_token())
     url = f"http://{settings.host}:{settings.port}"
     db = "SQLite (./data)" if not settings.database_url else "DATABASE_URL"
-    print(f"\ntaostake: gateway on {url}  (docs {url}/docs)  network={settings.bittensor_network}")
+    print(f"\ntaostake: gateway on {url}  (docs {url}/docs)  network={redact_url(settings.bittensor_network)}")
     print(f"database: {db}   redis: REDIS_URL")
     _, origin = ensure_signing_key(settings)
     where = "EVENT_SIGNING_KEY" if origin == "configured" else f"{KEY_FILE} ({origin})"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from typing import Literal
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import unquote, unquote_plus, urlsplit
 
 from pydantic import (
     Field,
@@ -253,16 +253,22 @@ class Settings(BaseSettings):
 
 
 def url_secrets(url: str, *, query: bool = False) -> list[str]:
-    """What in a URL is a credential: its password and, with `query`, its query's values.
-    A value too short to mask safely is left out by the log masker (`register_secrets`)."""
+    """What in a URL is a credential: its password and, with `query`, its query's values,
+    each as written and decoded (a client library may print either). A value too short to
+    mask safely is left out by the log masker (`register_secrets`)."""
     try:
         parts = urlsplit(url)
         password = parts.password
     except ValueError:  # not a URL the services could use either
         return []
-    found = [password] if password else []
+    written = [password] if password else []
     if query:
-        found += [value for _, value in parse_qsl(parts.query) if value]
+        written += [pair.partition("=")[2] for pair in parts.query.split("&")]
+    found: list[str] = []
+    for value in written:
+        for form in (value, unquote(value), unquote_plus(value)):
+            if form and form not in found:
+                found.append(form)
     return found
 
 

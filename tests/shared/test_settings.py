@@ -36,6 +36,9 @@ def test_a_default_hotkey_that_is_no_address_stops_start_up(bad: str) -> None:
             True,
             ["node-pass", "KEY123456", "1"],
         ),
+        # As written and decoded: a library may print the URL either way.
+        ("redis://:p%40ss-word@redis/0", False, ["p%40ss-word", "p@ss-word"]),
+        ("wss://node/ws?k=ab%2Bcd+ef", True, ["ab%2Bcd+ef", "ab+cd+ef", "ab+cd ef"]),
         ("wss://node/ws?apikey=KEY123456", False, []),
         ("test", True, []),
         ("redis://[::1", False, []),  # not a URL at all: nothing to mask, no crash
