@@ -27,6 +27,7 @@ from shared.settings import Settings
 # hotkey, trade) is well under this length, and a longer one is parsed each time.
 MAX_REMEMBERED_QUERY: Final = 160
 MAX_REMEMBERED: Final = 4096
+MAX_NAMED: Final = 5  # unknown parameter names quoted in a 422; the rest are counted
 
 
 class DividendsParams(BaseModel):
@@ -85,7 +86,19 @@ def _parse(raw: bytes) -> DividendsQuery:
     try:
         params = DividendsParams.model_validate(values)
     except ValidationError as exc:
-        raise RequestValidationError([_refusal(error) for error in exc.errors()]) from None
+        errors = exc.errors()
+        unknown = [e for e in errors if e["type"] == "extra_forbidden"]
+        named = [e for e in errors if e["type"] != "extra_forbidden"] + unknown[:MAX_NAMED]
+        refusals = [_refusal(error) for error in named]
+        if len(unknown) > MAX_NAMED:  # a bounded answer to a query of a thousand names
+            refusals.append(
+                {
+                    "type": "extra_forbidden",
+                    "loc": ("query",),
+                    "msg": f"{len(unknown) - MAX_NAMED} more unknown parameters",
+                }
+            )
+        raise RequestValidationError(refusals) from None
     hotkey = None if params.hotkey is None else hotkey_param(params.hotkey)
     return DividendsQuery(params.netuid, hotkey, params.trade)
 

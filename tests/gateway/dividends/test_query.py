@@ -78,6 +78,19 @@ def test_a_name_the_route_does_not_declare_is_refused(raw: bytes, name: str) -> 
     assert error["msg"] == "unknown parameter (this route takes netuid, hotkey, trade)"
 
 
+def test_a_query_of_many_unknown_names_gets_a_bounded_refusal() -> None:
+    raw = b"netuid=x&" + b"&".join(b"p%d=1" % n for n in range(600))
+    with pytest.raises(RequestValidationError) as info:
+        parse_query(raw)
+    errors = info.value.errors()
+    assert [e["loc"] for e in errors] == [
+        ("query", "netuid"),
+        *(("query", f"p{n}") for n in range(5)),
+        ("query",),
+    ]
+    assert errors[-1]["msg"] == "595 more unknown parameters"
+
+
 def test_every_malformed_parameter_is_named() -> None:
     with pytest.raises(RequestValidationError) as info:
         parse_query(b"netuid=70000&trade=maybe")
