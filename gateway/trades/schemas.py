@@ -2,11 +2,12 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import AfterValidator, BaseModel, Field, field_validator
 
 from gateway.deps import SS58_CONSTRAINTS, SS58_DESCRIPTION, SS58_EXAMPLE
+from shared.logging import mask
 from shared.tweets import Tweet
 
 # Trade ids are 32 lowercase hex characters (shared.ids.new_id); the column holds 32.
@@ -14,6 +15,10 @@ TRADE_ID_PATTERN = "^[0-9A-Za-z_-]{1,32}$"
 TRADE_ID_EXAMPLE = "3f9c2b8e0d4a4c55a1f0e6b7c8d9e0f1"
 # A trades page cursor: `<microseconds since the epoch>.<trade_id>` (gateway.trades.service).
 TRADE_CURSOR_PATTERN = "^[0-9]{1,16}\\.[0-9A-Za-z_-]{1,32}$"
+
+# A stored reason or message: text the pipeline wrote, which can quote a node or an outside
+# API. Served with every configured secret masked, as the logs are.
+Recorded = Annotated[str | None, AfterValidator(lambda text: text if text is None else mask(text))]
 
 TradeStatus = Literal["enqueued", "cooldown", "not_requested"]
 # The statuses a stake_actions row can hold: decided without an extrinsic, or an extrinsic's
@@ -40,7 +45,7 @@ class TweetsOut(BaseModel):
     query: str
     count: int
     tweets: list[Tweet]
-    error: str | None
+    error: Recorded
     fetched_at: datetime
 
 
@@ -48,8 +53,8 @@ class SentimentOut(BaseModel):
     score: int | None
     backend: str
     model: str | None
-    reason: str | None
-    fallback_reason: str | None
+    reason: Recorded
+    fallback_reason: Recorded
     scored_at: datetime
 
 
@@ -61,12 +66,12 @@ class StakeActionOut(BaseModel):
     coldkey: str | None
     direction: str
     status: str
-    reason: str | None
+    reason: Recorded
     score: int | None
     amount_tao: Decimal | None
     amount_alpha: Decimal | None
     success: bool | None
-    message: str | None
+    message: Recorded
     error_name: str | None
     extrinsic_hash: str | None
     block_hash: str | None
@@ -82,7 +87,7 @@ class TradeSummary(BaseModel):
     hotkey: str
     source: str
     status: str
-    reason: str | None
+    reason: Recorded
     requested_by: str | None
     request_id: str | None
     replay_of: str | None

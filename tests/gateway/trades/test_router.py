@@ -7,7 +7,7 @@ from redis.asyncio import Redis
 
 from shared.constants import STREAM_DIVIDEND_REQUESTED
 from shared.db.models import StakeAction, Trade
-from tests.conftest import AUTH
+from tests.conftest import AUTH, TEST_SIGNING_KEY, TOKENS
 from tests.fakes.chain import ALICE, BOB
 from tests.gateway.conftest import ADMIN, OTHER_TRADER, READER, TRADER, bearer, owner
 
@@ -146,3 +146,29 @@ class TestOwnership:
         assert response.status_code == 202
         [(_, fields)] = await redis.xrange(STREAM_DIVIDEND_REQUESTED)
         assert fields[b"requested_by"].decode() == owner(OTHER_TRADER)
+
+
+async def test_stored_reasons_are_served_with_secrets_masked(client: httpx.AsyncClient) -> None:
+    """A reason is text the pipeline wrote, quoting a node or an outside API: a configured
+    secret in it is masked in the answer, as in the logs."""
+    leaked = f"chain submit failed: ValueError: wss://node/ws?key={TEST_SIGNING_KEY} refused"
+    trade = await Trade.create(
+        trade_id="t-secret", netuid=3, hotkey=ALICE, source="api", requested_by=owner(TRADER)
+    )
+    await Trade.filter(trade_id="t-secret").update(reason=leaked)
+    await StakeAction.create(
+        trade=trade,
+        netuid=3,
+        hotkey=ALICE,
+        status="failed",
+        direction="add",
+        reason=leaked,
+        message=f"Authorization: Bearer {TOKENS[1]}",
+    )
+    one = (await client.get("/api/v1/trades/t-secret", headers=AUTH)).json()
+    listed = (await client.get("/api/v1/stake_actions", headers=AUTH)).json()
+    [action] = listed["items"]
+    text = str([one, listed])
+    assert TEST_SIGNING_KEY not in text and TOKENS[1] not in text
+    assert one["reason"] == action["reason"] == leaked.replace(TEST_SIGNING_KEY, "***")
+    assert action["message"].startswith("Authorization: Bearer ***")
