@@ -34,7 +34,8 @@ def main() -> None:
     token = asyncio.run(_ensure_token())
     url = f"http://{settings.host}:{settings.port}"
     db = "SQLite (./data)" if not settings.database_url else "DATABASE_URL"
-    print(f"\ntaostake: gateway on {url}  (docs {url}/docs)  network={redact_url(settings.bittensor_network)}")
+    network = redact_url(settings.bittensor_network)
+    print(f"\ntaostake: gateway on {url}  (docs {url}/docs)  network={network}")
     print(f"database: {db}   redis: REDIS_URL")
     _, origin = ensure_signing_key(settings)
     where = "EVENT_SIGNING_KEY" if origin == "configured" else f"{KEY_FILE} ({origin})"
