@@ -173,16 +173,19 @@ class SentimentScored(Event):
 class StakeExecuted(Event):
     TYPE: ClassVar[str] = "stake_executed"
 
+    # The decision: why, which way and how much (decimal strings: the trade's TAO amount, and
+    # the alpha an unstake sells).
+    reason: str | None = None
     direction: str  # add | remove | none
-    # succeeded | failed | skipped | rejected | dry_run | submitting | unknown | included
-    status: str
     amount_tao: str | None = None
     amount_alpha: str | None = None
+    # What became of it: succeeded | failed | skipped | rejected | dry_run | submitting |
+    # unknown | included, and the chain's answer once an extrinsic was sent.
+    status: str
     success: bool | None = None
     extrinsic_hash: str | None = None
     block: int | None = None
     error_name: str | None = None
-    reason: str | None = None
 
 
 class DeadLetter(StreamEvent):

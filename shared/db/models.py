@@ -65,6 +65,7 @@ class TradeRecord(Model):
 # The tweets stage's record of a trade: the search it ran and what it found.
 class TweetBatch(TradeRecord):
     trade: fields.OneToOneRelation[Trade] = one_per_trade("tweets")
+    fetched_at = fields.DatetimeField(auto_now_add=True)
     source = fields.CharField(max_length=16)
     query = fields.CharField(max_length=256)
     count = fields.IntField(default=0)
@@ -73,21 +74,21 @@ class TweetBatch(TradeRecord):
         default=list, encoder=dump_tweets, decoder=load_tweets
     )
     error = fields.TextField(null=True)
-    fetched_at = fields.DatetimeField(auto_now_add=True)
 
     class Meta:
         table = "tweet_batches"
 
 
+# The sentiment stage's record of a trade: the score (-100..100), who gave it and why.
 class SentimentScore(TradeRecord):
     trade: fields.OneToOneRelation[Trade] = one_per_trade("sentiment")
+    scored_at = fields.DatetimeField(auto_now_add=True)
     netuid = fields.IntField()
     score = fields.IntField(null=True)
     backend = fields.CharField(max_length=16)
     model = fields.CharField(max_length=128, null=True)
     reason = fields.TextField(null=True)
     fallback_reason = fields.TextField(null=True)
-    scored_at = fields.DatetimeField(auto_now_add=True)
 
     class Meta:
         table = "sentiment_scores"
